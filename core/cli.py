@@ -1,0 +1,228 @@
+"""`botsched`: run the scheduler, drain its queue, and talk to its API from a shell."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+import httpx
+
+from core.config import Settings
+from core.errors import SchedulerError
+
+FINAL = ("completed", "failed", "cancelled")
+
+
+class Client:
+    """A small synchronous client for the scheduler's HTTP API."""
+
+    def __init__(self, url: str, api_key: str | None, timeout: float = 30.0) -> None:
+        headers = {"X-API-Key": api_key} if api_key else {}
+        self.url = url.rstrip("/")
+        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+    def call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.TransportError:
+            fail(f"cannot reach the scheduler at {self.url}: is `botsched serve` running?", 2)
+        try:
+            body: dict[str, Any] = response.json()
+        except ValueError:
+            fail(f"{method} {path}: HTTP {response.status_code}, not JSON")
+        if response.status_code >= 400:
+            fail(f"{body.get('error', 'error')}: {body.get('message', response.status_code)}")
+        return body
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    print(f"botsched: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def show(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True))
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from handlers.local import serve
+
+    overrides = {"HOST": args.host, "PORT": args.port and str(args.port)}
+    try:
+        serve(settings_with({k: v for k, v in overrides.items() if v}))
+    except SchedulerError as exc:
+        fail(exc.message)
+
+
+def cmd_drain(args: argparse.Namespace) -> None:
+    asyncio.run(_drain(settings_with({}), args.once))
+
+
+async def _drain(settings: Settings, once: bool) -> None:
+    from core.runtime import Runtime
+
+    runtime = Runtime(settings)
+    try:
+        scheduler = await runtime.scheduler()
+        while True:
+            report = await scheduler.drain_once()
+            print(json.dumps(report.model_dump(exclude_defaults=True) or {"idle": True}),
+                  flush=True)
+            if once:
+                return
+            await asyncio.sleep(settings.polling_interval)
+    finally:
+        await runtime.close()
+
+
+def cmd_submit(args: argparse.Namespace) -> None:
+    spec: dict[str, Any] = {"meetingUrl": args.meeting_url, "priority": args.priority}
+    optional = {"botName": args.bot_name, "joinAt": args.join_at, "deadline": args.deadline,
+                "maxRuntimeSeconds": args.max_runtime, "dedupKey": args.dedup_key}
+    spec.update({k: v for k, v in optional.items() if v is not None})
+    headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else {}
+    job = client(args).call("POST", "/api/scheduler/jobs", json=spec, headers=headers)["job"]
+    if not args.wait:
+        show(job)
+        return
+    print(f"submitted job {job['id']}", flush=True)
+    progress = progress_printer()
+    progress(job, 0.0)
+    final = wait_for(client(args), job["id"], args.timeout, progress)
+    show(final)
+    raise SystemExit(0 if final["status"] == "completed" else 1)
+
+
+def wait_for(
+    api: Client, job_id: str, timeout: float, report: Callable[[dict[str, Any], float], None]
+) -> dict[str, Any]:
+    """Poll the job until it is final, reporting each look; a timeout is an error."""
+    started = time.monotonic()
+    while True:
+        job: dict[str, Any] = api.call("GET", f"/api/scheduler/jobs/{job_id}")["job"]
+        elapsed = time.monotonic() - started
+        report(job, elapsed)
+        if job["status"] in FINAL:
+            return job
+        if elapsed > timeout:
+            fail(f"job {job_id} still {job['status']} after {timeout:.0f}s")
+        time.sleep(1.0)
+
+
+def progress_printer() -> Callable[[dict[str, Any], float], None]:
+    """A live line through the states: `[  4s] queued -> provisioning -> running`."""
+    seen: list[str] = []
+    live = sys.stdout.isatty()
+
+    def report(job: dict[str, Any], elapsed: float) -> None:
+        status = job["status"]
+        if not seen or seen[-1] != status:
+            seen.append(status)
+        elif not live:
+            return
+        line = f"[{elapsed:4.0f}s] {' -> '.join(seen)}"
+        if status in FINAL and job.get("reason"):
+            line += f" ({job['reason']})"
+        print(("\r" + line) if live else line, end="" if live else "\n", flush=True)
+        if live and status in FINAL:
+            print()
+
+    return report
+
+
+def cmd_status(args: argparse.Namespace) -> None:
+    show(client(args).call("GET", f"/api/scheduler/jobs/{args.job_id}")["job"])
+
+
+def cmd_list(args: argparse.Namespace) -> None:
+    params = {"limit": args.limit, **({"status": args.status} if args.status else {})}
+    page = client(args).call("GET", "/api/scheduler/jobs", params=params)
+    for job in page["jobs"]:
+        print(f"{job['id']}  {job['status']:<12} p{job['priority']:<3} {job['meetingUrl']}")
+    if page.get("nextCursor"):
+        print(f"(more: cursor {page['nextCursor']})")
+
+
+def cmd_cancel(args: argparse.Namespace) -> None:
+    show(client(args).call("DELETE", f"/api/scheduler/jobs/{args.job_id}")["job"])
+
+
+def cmd_stats(args: argparse.Namespace) -> None:
+    stats = client(args).call("GET", "/api/scheduler/stats")
+    show({k: v for k, v in stats.items() if k not in ("success", "stats")})
+
+
+def cmd_logs(args: argparse.Namespace) -> None:
+    body = client(args).call("GET", f"/api/scheduler/jobs/{args.job_id}/logs",
+                             params={"tail": args.tail})
+    print(body["logs"], end="")
+
+
+def settings_with(overrides: dict[str, str]) -> Settings:
+    try:
+        return Settings.from_env({**os.environ, **overrides})
+    except SchedulerError as exc:
+        fail(exc.message)
+
+
+def client(args: argparse.Namespace) -> Client:
+    return Client(args.url, args.api_key)
+
+
+def parser() -> argparse.ArgumentParser:
+    port = os.environ.get("PORT", "8080")
+    main = argparse.ArgumentParser(prog="botsched", description=__doc__)
+    main.add_argument("--url", default=os.environ.get("BOTSCHED_URL", f"http://127.0.0.1:{port}"),
+                      help="scheduler API base URL (env BOTSCHED_URL)")
+    main.add_argument("--api-key", default=os.environ.get("BOTSCHED_API_KEY"),
+                      help="API key (env BOTSCHED_API_KEY)")
+    sub = main.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the API and the drain loop")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.set_defaults(run=cmd_serve)
+    drain = sub.add_parser("drain", help="recover, poll, expire and dispatch on the interval")
+    drain.add_argument("--once", action="store_true", help="one drain, then exit")
+    drain.set_defaults(run=cmd_drain)
+    submit = sub.add_parser("submit", help="submit a job")
+    submit.add_argument("--meeting-url", required=True)
+    submit.add_argument("--bot-name")
+    submit.add_argument("--priority", type=int, default=5)
+    submit.add_argument("--join-at", help="ISO 8601 time the bot should join")
+    submit.add_argument("--deadline", help="ISO 8601 time after which it must not start")
+    submit.add_argument("--max-runtime", type=int, help="seconds before the bot is stopped")
+    submit.add_argument("--dedup-key")
+    submit.add_argument("--idempotency-key")
+    submit.add_argument("--wait", action="store_true", help="follow the job to its end")
+    submit.add_argument("--timeout", type=float, default=3600.0, help="seconds --wait waits")
+    submit.set_defaults(run=cmd_submit)
+    for name, run, text in [("status", cmd_status, "show a job"),
+                            ("cancel", cmd_cancel, "cancel a job")]:
+        one = sub.add_parser(name, help=text)
+        one.add_argument("job_id")
+        one.set_defaults(run=run)
+    logs = sub.add_parser("logs", help="show a job's bot output")
+    logs.add_argument("job_id")
+    logs.add_argument("--tail", type=int, default=200)
+    logs.set_defaults(run=cmd_logs)
+    listing = sub.add_parser("list", help="list jobs, newest first")
+    listing.add_argument("--status")
+    listing.add_argument("--limit", type=int, default=50)
+    listing.set_defaults(run=cmd_list)
+    sub.add_parser("stats", help="queue and run counts").set_defaults(run=cmd_stats)
+    return main
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    args.run(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""Settings, parsed once from a mapping (the process environment, a Worker's bindings, ...).
+
+Variable names are the seed's where it had one (`PORT`, `PLATFORM`, `SCHEDULER_*`); the seed's
+short aliases (`MAX_JOBS`, `CONTAINER_IMAGE`) are accepted too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from core.errors import ConfigError
+
+# variable name -> (field name, aliases)
+_VARIABLES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "HOST": ("host", ()),
+    "PORT": ("port", ()),
+    "PLATFORM": ("platform", ()),
+    "SCHEDULER_STORE": ("store", ()),
+    "SCHEDULER_DATA_DIR": ("data_dir", ()),
+    "SCHEDULER_SQLITE_PATH": ("sqlite_path", ()),
+    "SCHEDULER_MAX_CONCURRENT_JOBS": ("max_concurrent_jobs", ("MAX_JOBS",)),
+    "SCHEDULER_MAX_CONCURRENT_PER_TENANT": ("max_concurrent_per_tenant", ()),
+    "SCHEDULER_POLLING_INTERVAL": ("polling_interval_ms", ()),
+    "SCHEDULER_CONTAINER_IMAGE": ("container_image", ("CONTAINER_IMAGE",)),
+    "SCHEDULER_DEFAULT_CPU": ("default_cpu", ()),
+    "SCHEDULER_DEFAULT_MEMORY": ("default_memory", ()),
+    "SCHEDULER_MAX_ATTEMPTS": ("max_attempts", ()),
+    "SCHEDULER_RETRY_BASE_SECONDS": ("retry_base_seconds", ()),
+    "SCHEDULER_RETRY_MAX_SECONDS": ("retry_max_seconds", ()),
+    "SCHEDULER_JOIN_LEAD_SECONDS": ("join_lead_seconds", ()),
+    "SCHEDULER_CLAIM_TTL_SECONDS": ("claim_ttl_seconds", ()),
+    "SCHEDULER_DISPATCH_LEASE_SECONDS": ("dispatch_lease_seconds", ()),
+    "SCHEDULER_DISPATCH_BATCH": ("dispatch_batch", ()),
+    "SCHEDULER_MAX_BODY_BYTES": ("max_body_bytes", ()),
+    "SCHEDULER_MAX_BATCH_SIZE": ("max_batch_size", ()),
+    "SCHEDULER_API_KEYS": ("api_keys", ()),
+    "SCHEDULER_AUTH_DISABLED": ("auth_disabled", ()),
+    "BOT_COMMAND": ("bot_command", ()),
+    "BOT_STOP_GRACE_SECONDS": ("stop_grace_seconds", ()),
+    "RECORDINGS_PATH": ("recordings_path", ()),
+}
+
+DEFAULT_TENANT = "default"
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    platform: str = "process"
+    store: str = "sqlite"
+    data_dir: Path = Path("data")
+    sqlite_path: Path | None = None
+    max_concurrent_jobs: int = Field(default=10, ge=1)
+    max_concurrent_per_tenant: int = Field(default=0, ge=0)
+    polling_interval_ms: int = Field(default=5000, ge=50)
+    container_image: str = "meet-teams-bot:latest"
+    default_cpu: str = "1"
+    default_memory: str = "2Gi"
+    max_attempts: int = Field(default=3, ge=1)
+    retry_base_seconds: float = Field(default=10.0, ge=0)
+    retry_max_seconds: float = Field(default=600.0, ge=0)
+    join_lead_seconds: float = Field(default=60.0, ge=0)
+    claim_ttl_seconds: float = Field(default=120.0, gt=0)
+    dispatch_lease_seconds: float = Field(default=30.0, gt=0)
+    dispatch_batch: int = Field(default=32, ge=1)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    max_batch_size: int = Field(default=100, ge=1)
+    api_keys: dict[str, str] = Field(default_factory=dict, repr=False)
+    auth_disabled: bool = False
+    bot_command: str | None = None
+    stop_grace_seconds: float = Field(default=10.0, ge=0)
+    recordings_path: Path = Path("recordings")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Parse settings from `env` (default: os.environ). Unknown variables are ignored."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for variable, (field, aliases) in _VARIABLES.items():
+            for name in (variable, *aliases):
+                raw = env.get(name)
+                if raw is not None and raw.strip() != "":
+                    values[field] = raw.strip()
+                    break
+        if "api_keys" in values:
+            values["api_keys"] = parse_api_keys(values["api_keys"])
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc)) from None
+
+    @property
+    def polling_interval(self) -> float:
+        return self.polling_interval_ms / 1000
+
+    @property
+    def database_path(self) -> Path:
+        return self.sqlite_path or self.data_dir / "scheduler.db"
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.api_keys) and not self.auth_disabled
+
+    def tenant_for(self, api_key: str) -> str | None:
+        """The tenant an API key belongs to, compared in constant time over the stored hashes."""
+        return tenant_for_key(self.api_keys, api_key)
+
+
+def hash_key(api_key: str) -> str:
+    return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+def parse_api_keys(raw: str) -> dict[str, str]:
+    """`key1:tenantA,key2:tenantB` (a key alone belongs to the default tenant) -> hash -> tenant.
+
+    Only hashes are kept, so a settings dump or a crash report cannot leak a key.
+    """
+    keys: dict[str, str] = {}
+    for item in raw.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        key, _, tenant = item.partition(":")
+        if len(key) < 8:
+            raise ConfigError("SCHEDULER_API_KEYS: every key needs at least 8 characters")
+        keys[hash_key(key)] = tenant.strip() or DEFAULT_TENANT
+    return keys
+
+
+def tenant_for_key(keys: Mapping[str, str], api_key: str) -> str | None:
+    digest = hash_key(api_key)
+    found: str | None = None
+    for stored, tenant in keys.items():
+        if hmac.compare_digest(stored, digest):
+            found = tenant
+    return found
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _describe(exc: ValidationError) -> str:
+    names = {field: variable for variable, (field, _) in _VARIABLES.items()}
+    parts = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        parts.append(f"{names.get(field, field)}: {error['msg']}")
+    return "invalid settings: " + "; ".join(parts)

@@ -1,0 +1,90 @@
+"""One root exception; each subclass carries its HTTP status and a stable error code."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from core.models import Job
+
+
+class SchedulerError(Exception):
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class BadRequest(SchedulerError):
+    status = 400
+    code = "bad_request"
+
+
+class ValidationFailed(SchedulerError):
+    status = 400
+    code = "validation_error"
+
+
+class Unauthorized(SchedulerError):
+    status = 401
+    code = "unauthorized"
+
+
+class NotFound(SchedulerError):
+    status = 404
+    code = "not_found"
+
+
+class JobFinished(SchedulerError):
+    status = 409
+    code = "job_finished"
+
+
+class PayloadTooLarge(SchedulerError):
+    status = 413
+    code = "payload_too_large"
+
+
+class Conflict(SchedulerError):
+    """A compare-and-set update lost: someone else changed the job first."""
+
+    status = 409
+    code = "conflict"
+
+
+class DuplicateKey(SchedulerError):
+    """A job with the same dedup or idempotency key exists; `existing` is that job."""
+
+    status = 200
+    code = "duplicate"
+
+    def __init__(self, message: str, existing: Job) -> None:
+        super().__init__(message)
+        self.existing = existing
+
+
+class ConfigError(SchedulerError):
+    code = "config_error"
+
+
+class BackendError(SchedulerError):
+    """A backend could not do what was asked; the scheduler retries the job."""
+
+    status = 502
+    code = "backend_error"
+
+
+class ExecutionLost(BackendError):
+    """The backend does not know the run any more (it vanished or was never there)."""
+
+    code = "execution_lost"
+
+
+class NotSupported(SchedulerError):
+    """The backend cannot do this (for example serve logs); the job itself is fine."""
+
+    status = 404
+    code = "not_supported"

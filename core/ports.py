@@ -1,0 +1,77 @@
+"""The two ports: where jobs are kept (JobStore) and where bots run (Backend).
+
+Stores and backends never decide a state: they keep what the scheduler writes and report what
+they see. Every write of a job is a compare-and-set on the version the store handed out.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Protocol
+
+from core.models import Execution, ExecutionRef, Job, JobState, Page
+
+
+class JobStore(Protocol):
+    async def open(self) -> None:
+        """Create tables, indexes or clients; safe to call more than once."""
+
+    async def close(self) -> None: ...
+
+    async def create(self, job: Job) -> Job:
+        """Insert a new job and return it with its version.
+
+        Raises DuplicateKey (carrying the existing job) when the tenant already has a job with the
+        same dedupKey or idempotencyKey; the check and the insert are one atomic step. Raises
+        Conflict when the id exists.
+        """
+
+    async def get(self, job_id: str) -> Job | None: ...
+
+    async def list_jobs(
+        self,
+        tenant: str | None,
+        status: JobState | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page:
+        """Newest first, paged by an opaque cursor (BadRequest when it cannot be decoded)."""
+
+    async def due(self, now: datetime, limit: int) -> list[Job]:
+        """Queued jobs with notBefore <= now, best first: priority desc, then joinAt or createdAt
+        asc, then id. Reads O(limit) rows through an index, not the whole queue."""
+
+    async def expiring(self, now: datetime, limit: int) -> list[Job]:
+        """Queued jobs whose deadline is <= now, earliest deadline first, through an index."""
+
+    async def active(self) -> list[Job]:
+        """Jobs in provisioning or running (bounded by the concurrency cap), in no set order."""
+
+    async def counts(self, tenant: str | None = None) -> dict[JobState, int]: ...
+
+    async def update(self, job: Job, expected_version: str) -> Job:
+        """Write `job` if the stored version is still `expected_version`; return it with its new
+        version. Raises Conflict otherwise (and NotFound if the job is gone)."""
+
+    async def acquire_lease(self, name: str, owner: str, until: datetime, now: datetime) -> bool:
+        """Take or renew the named lease if it is free, expired or already `owner`'s."""
+
+    async def release_lease(self, name: str, owner: str) -> None: ...
+
+
+class Backend(Protocol):
+    name: str
+
+    async def start(self, job: Job) -> ExecutionRef:
+        """Start the job's bot, or adopt the run already started for this job."""
+
+    async def status(self, ref: ExecutionRef) -> Execution:
+        """Raises ExecutionLost when the backend has no such run."""
+
+    async def stop(self, ref: ExecutionRef) -> None:
+        """Stop the run; stopping a finished or unknown run is not an error."""
+
+    async def logs(self, ref: ExecutionRef, tail: int = 200) -> str:
+        """The run's output, last `tail` lines. May raise NotSupported."""
+
+    async def close(self) -> None: ...

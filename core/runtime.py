@@ -1,0 +1,79 @@
+"""Build the store, the backend and the scheduler a deployment's settings name.
+
+Store and backend modules are imported here, on first use, so that importing the API or a handler
+never pays for a cloud SDK it will not use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+from typing import Any
+
+from core.config import Settings
+from core.errors import ConfigError
+from core.ports import Backend, JobStore
+from core.scheduler import Scheduler
+
+# name -> (module, class, extra to install)
+STORES: dict[str, tuple[str, str, str | None]] = {
+    "memory": ("core.stores.memory", "MemoryStore", None),
+    "sqlite": ("core.stores.sqlite", "SqliteStore", None),
+}
+BACKENDS: dict[str, tuple[str, str, str | None]] = {
+    "process": ("core.backends.process", "ProcessBackend", None),
+}
+
+
+def _load(kind: str, name: str, table: dict[str, tuple[str, str, str | None]]) -> Any:
+    if name not in table:
+        known = ", ".join(sorted(table))
+        variable = "SCHEDULER_STORE" if kind == "store" else "PLATFORM"
+        raise ConfigError(f"{variable}={name!r} is not available; choose one of: {known}")
+    module_name, class_name, extra = table[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        hint = f"; install it with: pip install 'bot-scheduler[{extra}]'" if extra else ""
+        raise ConfigError(f"the {name} {kind} needs a package that is missing{hint}") from exc
+    return getattr(module, class_name)
+
+
+def build_store(settings: Settings) -> JobStore:
+    cls = _load("store", settings.store, STORES)
+    if settings.store == "sqlite":
+        store: JobStore = cls(settings.database_path)
+    else:
+        store = cls.from_settings(settings) if hasattr(cls, "from_settings") else cls()
+    return store
+
+
+def build_backend(settings: Settings) -> Backend:
+    cls = _load("backend", settings.platform, BACKENDS)
+    backend: Backend = cls.from_settings(settings)
+    return backend
+
+
+class Runtime:
+    """Holds one scheduler per process, built on first use (serverless handlers have no startup
+    event they can rely on) and closed on shutdown."""
+
+    def __init__(self, settings: Settings, scheduler: Scheduler | None = None) -> None:
+        self.settings = settings
+        self._scheduler = scheduler
+        self._lock = asyncio.Lock()
+
+    async def scheduler(self) -> Scheduler:
+        if self._scheduler is None:
+            async with self._lock:
+                if self._scheduler is None:
+                    store = build_store(self.settings)
+                    await store.open()
+                    self._scheduler = Scheduler(store, build_backend(self.settings), self.settings)
+        return self._scheduler
+
+    async def close(self) -> None:
+        if self._scheduler is not None:
+            await self._scheduler.backend.close()
+            await self._scheduler.store.close()
+            self._scheduler = None

@@ -1,0 +1,303 @@
+"""A JobStore on one SQLite file, with the stdlib `sqlite3` only.
+
+Every call runs in a worker thread (`asyncio.to_thread`) on one connection guarded by a lock. The
+connection is in autocommit mode and every write is one statement, so each write is atomic and
+compare-and-set holds across connections and processes sharing the file (WAL, busy_timeout 5 s).
+The SQL is plain SQLite, kept within what Cloudflare D1 accepts.
+
+The job itself is kept as JSON in `data` (without its version); the other columns are copies of
+its fields that the indexes need.
+
+Query plans (checked by the contract tests): `due` walks `jobs_queue` in ORDER BY order and stops
+after `limit` ready jobs (queued jobs not ready yet that rank above them are skipped on the way);
+`expiring` ranges over `jobs_deadline`; listing by tenant uses the tenant indexes. There is
+deliberately no index led by `status` alone: with one, the planner prefers it for `due` and sorts
+the whole queue. So a listing of every tenant filtered by status walks `jobs_created` and filters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+from core.errors import Conflict, DuplicateKey, NotFound
+from core.models import Job, JobState, Page, to_ms
+from core.stores.cursor import decode_cursor, encode_cursor
+
+BUSY_TIMEOUT_MS = 5000
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS jobs (
+        id TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        status TEXT NOT NULL,
+        priority INTEGER NOT NULL,
+        sort_ms INTEGER NOT NULL,
+        not_before_ms INTEGER NOT NULL,
+        deadline_ms INTEGER,
+        created_ms INTEGER NOT NULL,
+        dedup_key TEXT,
+        idempotency_key TEXT,
+        version INTEGER NOT NULL,
+        data TEXT NOT NULL
+    )""",
+    """CREATE UNIQUE INDEX IF NOT EXISTS jobs_dedup
+        ON jobs(tenant, dedup_key) WHERE dedup_key IS NOT NULL""",
+    """CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency
+        ON jobs(tenant, idempotency_key) WHERE idempotency_key IS NOT NULL""",
+    """CREATE INDEX IF NOT EXISTS jobs_queue
+        ON jobs(priority DESC, sort_ms, id, not_before_ms) WHERE status = 'queued'""",
+    """CREATE INDEX IF NOT EXISTS jobs_deadline
+        ON jobs(deadline_ms, id) WHERE status = 'queued' AND deadline_ms IS NOT NULL""",
+    """CREATE INDEX IF NOT EXISTS jobs_active
+        ON jobs(status) WHERE status IN ('provisioning', 'running')""",
+    "CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created_ms DESC, id DESC)",
+    "CREATE INDEX IF NOT EXISTS jobs_tenant ON jobs(tenant, created_ms DESC, id DESC)",
+    """CREATE INDEX IF NOT EXISTS jobs_tenant_status
+        ON jobs(tenant, status, created_ms DESC, id DESC)""",
+    """CREATE TABLE IF NOT EXISTS leases (
+        name TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        until_ms INTEGER NOT NULL
+    )""",
+)
+
+_COLUMNS = (
+    "tenant, status, priority, sort_ms, not_before_ms, deadline_ms, created_ms, dedup_key, "
+    "idempotency_key, data"
+)
+
+INSERT_SQL = f"INSERT INTO jobs (id, {_COLUMNS}, version) VALUES (?, {', '.join('?' * 10)}, 1)"
+
+UPDATE_SQL = (
+    "UPDATE jobs SET "
+    + ", ".join(f"{column.strip()} = ?" for column in _COLUMNS.split(","))
+    + ", version = version + 1 WHERE id = ? AND version = ?"
+)
+
+DUE_SQL = (
+    "SELECT data, version FROM jobs WHERE status = 'queued' AND not_before_ms <= ? "
+    "ORDER BY priority DESC, sort_ms, id LIMIT ?"
+)
+
+EXPIRING_SQL = (
+    "SELECT data, version FROM jobs WHERE status = 'queued' AND deadline_ms IS NOT NULL "
+    "AND deadline_ms <= ? ORDER BY deadline_ms, id LIMIT ?"
+)
+
+ACTIVE_SQL = "SELECT data, version FROM jobs WHERE status IN ('provisioning', 'running')"
+
+ACQUIRE_LEASE_SQL = (
+    "INSERT INTO leases (name, owner, until_ms) VALUES (?, ?, ?) "
+    "ON CONFLICT(name) DO UPDATE SET owner = excluded.owner, until_ms = excluded.until_ms "
+    "WHERE leases.until_ms <= ? OR leases.owner = excluded.owner"
+)
+
+RELEASE_LEASE_SQL = "DELETE FROM leases WHERE name = ? AND owner = ?"
+
+Row = tuple[Any, ...]
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    """Autocommit (each statement its own transaction), usable from any worker thread."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    connection = sqlite3.connect(
+        path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+    )
+    connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    _enable_wal(connection)
+    return connection
+
+
+def _enable_wal(connection: sqlite3.Connection) -> None:
+    """Switch to WAL. The switch needs the file to itself and SQLite reports 'locked' at once,
+    without its busy handler, while another connection is reading: retry up to the timeout."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
+def _values(job: Job) -> tuple[Any, ...]:
+    """The job's column values, in `_COLUMNS` order."""
+    return (
+        job.tenant,
+        job.status.value,
+        job.priority,
+        to_ms(job.sort_time),
+        to_ms(job.notBefore),
+        to_ms(job.deadline) if job.deadline else None,
+        to_ms(job.createdAt),
+        job.dedupKey,
+        job.idempotencyKey,
+        job.model_dump_json(exclude={"version"}),
+    )
+
+
+def _job(row: Row) -> Job:
+    job = Job.model_validate_json(row[0])
+    job.version = str(row[1])
+    return job
+
+
+def _list_sql(tenant: str | None, status: JobState | None, cursor: str | None) -> tuple[str, Row]:
+    where: list[str] = []
+    params: list[Any] = []
+    if tenant is not None:
+        where.append("tenant = ?")
+        params.append(tenant)
+    if status is not None:
+        where.append("status = ?")
+        params.append(status.value)
+    if cursor is not None:
+        created_ms, job_id = decode_cursor(cursor)
+        where.append("created_ms <= ? AND (created_ms < ? OR id < ?)")
+        params += [created_ms, created_ms, job_id]
+    clause = f"WHERE {' AND '.join(where)} " if where else ""
+    sql = f"SELECT data, version, created_ms, id FROM jobs {clause}"
+    return sql + "ORDER BY created_ms DESC, id DESC LIMIT ?", tuple(params)
+
+
+class SqliteStore:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._connection: sqlite3.Connection | None = None
+
+    async def open(self) -> None:
+        await asyncio.to_thread(self._open)
+
+    async def close(self) -> None:
+        await self._call(self._close)
+
+    async def create(self, job: Job) -> Job:
+        return await self._call(self._create, job)
+
+    async def get(self, job_id: str) -> Job | None:
+        rows = await self._call(self._query, "SELECT data, version FROM jobs WHERE id = ?", job_id)
+        return _job(rows[0]) if rows else None
+
+    async def list_jobs(
+        self,
+        tenant: str | None,
+        status: JobState | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page:
+        sql, params = _list_sql(tenant, status, cursor)
+        rows = await self._call(self._query, sql, *params, limit + 1)
+        page = rows[:limit]
+        next_cursor = encode_cursor(page[-1][2], page[-1][3]) if len(rows) > limit else None
+        return Page(jobs=[_job(row) for row in page], nextCursor=next_cursor)
+
+    async def due(self, now: datetime, limit: int) -> list[Job]:
+        rows = await self._call(self._query, DUE_SQL, to_ms(now), limit)
+        return [_job(row) for row in rows]
+
+    async def expiring(self, now: datetime, limit: int) -> list[Job]:
+        rows = await self._call(self._query, EXPIRING_SQL, to_ms(now), limit)
+        return [_job(row) for row in rows]
+
+    async def active(self) -> list[Job]:
+        return [_job(row) for row in await self._call(self._query, ACTIVE_SQL)]
+
+    async def counts(self, tenant: str | None = None) -> dict[JobState, int]:
+        where, params = ("WHERE tenant = ? ", (tenant,)) if tenant is not None else ("", ())
+        sql = f"SELECT status, COUNT(*) FROM jobs {where}GROUP BY status"
+        counts = dict.fromkeys(JobState, 0)
+        for status, count in await self._call(self._query, sql, *params):
+            counts[JobState(status)] = count
+        return counts
+
+    async def update(self, job: Job, expected_version: str) -> Job:
+        return await self._call(self._update, job, expected_version)
+
+    async def acquire_lease(self, name: str, owner: str, until: datetime, now: datetime) -> bool:
+        params = (name, owner, to_ms(until), to_ms(now))
+        return await self._call(self._execute, ACQUIRE_LEASE_SQL, *params) > 0
+
+    async def release_lease(self, name: str, owner: str) -> None:
+        await self._call(self._execute, RELEASE_LEASE_SQL, name, owner)
+
+    # -- synchronous parts, run in a worker thread under the lock --
+
+    async def _call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        def locked() -> T:
+            with self._lock:
+                return fn(*args, **kwargs)
+
+        return await asyncio.to_thread(locked)
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        if self._connection is None:
+            raise RuntimeError("SqliteStore is not open")
+        return self._connection
+
+    def _open(self) -> None:
+        with self._lock:
+            if self._connection is None:
+                self._connection = _connect(self.path)
+            for statement in SCHEMA:
+                self._connection.execute(statement)
+
+    def _close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def _query(self, sql: str, *params: Any) -> list[Row]:
+        return self._db.execute(sql, params).fetchall()
+
+    def _execute(self, sql: str, *params: Any) -> int:
+        return self._db.execute(sql, params).rowcount
+
+    def _create(self, job: Job) -> Job:
+        try:
+            self._execute(INSERT_SQL, job.id, *_values(job))
+        except sqlite3.IntegrityError:
+            raise self._duplicate(job) from None
+        return job.model_copy(deep=True, update={"version": "1"})
+
+    def _update(self, job: Job, expected_version: str) -> Job:
+        try:
+            expected = int(expected_version)
+        except ValueError:
+            expected = -1  # no stored version can match
+        try:
+            changed = self._execute(UPDATE_SQL, *_values(job), job.id, expected)
+        except sqlite3.IntegrityError:
+            raise self._duplicate(job) from None
+        if changed == 0:
+            if not self._query("SELECT 1 FROM jobs WHERE id = ?", job.id):
+                raise NotFound(f"job {job.id} not found", id=job.id)
+            raise Conflict(f"job {job.id} was changed concurrently", id=job.id)
+        return job.model_copy(deep=True, update={"version": str(expected + 1)})
+
+    def _duplicate(self, job: Job) -> Exception:
+        """The error for an insert or update that hit a unique index."""
+        for field, column in (("dedupKey", "dedup_key"), ("idempotencyKey", "idempotency_key")):
+            key = getattr(job, field)
+            if key is None:
+                continue
+            sql = f"SELECT data, version FROM jobs WHERE tenant = ? AND {column} = ? AND id != ?"
+            rows = self._query(sql, job.tenant, key, job.id)
+            if rows:
+                return DuplicateKey(
+                    f"a job with this {field} already exists", existing=_job(rows[0])
+                )
+        return Conflict(f"job {job.id} already exists", id=job.id)
