@@ -17,19 +17,25 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.config import Settings  # noqa: E402
-from core.models import ExecutionRef, Job, JobSpec, JobState, utcnow  # noqa: E402
-from core.scheduler import Scheduler  # noqa: E402
-from core.stores.memory import MemoryStore  # noqa: E402
-from core.stores.sqlite import SqliteStore  # noqa: E402
-from tests.fakes import FakeBackend  # noqa: E402
+from core.config import Settings
+from core.models import ExecutionRef, Job, JobSpec, JobState, utcnow
+from core.scheduler import Scheduler
+from core.stores.memory import MemoryStore
+from core.stores.sqlite import SqliteStore
+from tests.fakes import FakeBackend
 
 
 def make_job(n: int) -> Job:
     now = utcnow()
-    return Job(meetingUrl=f"https://meet.example/{n}", priority=n % 10, id=str(uuid.uuid4()),
-               tenant="bench", createdAt=now + timedelta(microseconds=n), updatedAt=now,
-               notBefore=now)
+    return Job(
+        meetingUrl=f"https://meet.example/{n}",
+        priority=n % 10,
+        id=str(uuid.uuid4()),
+        tenant="bench",
+        createdAt=now + timedelta(microseconds=n),
+        updatedAt=now,
+        notBefore=now,
+    )
 
 
 async def due_cost(path: Path, sizes: list[int], k: int = 10, calls: int = 200) -> None:
@@ -84,8 +90,10 @@ async def main() -> None:
         print(f"\n## Submit and drain {jobs} jobs (cap 50, no-op backend)\n")
         print("| store | submits/s | jobs drained/s |")
         print("|---|---:|---:|")
-        for name, store in [("memory", MemoryStore()),
-                            ("sqlite", SqliteStore(Path(tmp) / "tp.db"))]:
+        for name, store in [
+            ("memory", MemoryStore()),
+            ("sqlite", SqliteStore(Path(tmp) / "tp.db")),
+        ]:
             submits, drains = await throughput(name, store, jobs)
             print(f"| {name} | {submits:.0f} | {drains:.0f} |")
 

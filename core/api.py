@@ -167,32 +167,36 @@ class Routes:
         return await read_json(request, self.settings.max_body_bytes)
 
     async def info(self, request: Request) -> Response:
-        return JSONResponse({
-            "name": "Bot Scheduler API",
-            "version": __version__,
-            "platform": self.settings.platform,
-            "endpoints": {
-                "health": "GET /health",
-                "submitJob": "POST /api/scheduler/jobs",
-                "batchSubmit": "POST /api/scheduler/jobs/batch",
-                "listJobs": "GET /api/scheduler/jobs",
-                "getJob": "GET /api/scheduler/jobs/:jobId",
-                "cancelJob": "DELETE /api/scheduler/jobs/:jobId",
-                "jobLogs": "GET /api/scheduler/jobs/:jobId/logs",
-                "stats": "GET /api/scheduler/stats",
-                "submitMeeting": "POST /api/scheduler/meetings",
-                "openapi": "GET /openapi.json",
-                "docs": "GET /docs",
-                "metrics": "GET /metrics",
-            },
-        })
+        return JSONResponse(
+            {
+                "name": "Bot Scheduler API",
+                "version": __version__,
+                "platform": self.settings.platform,
+                "endpoints": {
+                    "health": "GET /health",
+                    "submitJob": "POST /api/scheduler/jobs",
+                    "batchSubmit": "POST /api/scheduler/jobs/batch",
+                    "listJobs": "GET /api/scheduler/jobs",
+                    "getJob": "GET /api/scheduler/jobs/:jobId",
+                    "cancelJob": "DELETE /api/scheduler/jobs/:jobId",
+                    "jobLogs": "GET /api/scheduler/jobs/:jobId/logs",
+                    "stats": "GET /api/scheduler/stats",
+                    "submitMeeting": "POST /api/scheduler/meetings",
+                    "openapi": "GET /openapi.json",
+                    "docs": "GET /docs",
+                    "metrics": "GET /metrics",
+                },
+            }
+        )
 
     async def health(self, request: Request) -> Response:
-        return JSONResponse({
-            "status": "healthy",
-            "timestamp": utcnow().isoformat(),
-            "platform": self.settings.platform,
-        })
+        return JSONResponse(
+            {
+                "status": "healthy",
+                "timestamp": utcnow().isoformat(),
+                "platform": self.settings.platform,
+            }
+        )
 
     async def metrics(self, request: Request) -> Response:
         tenant_of(request, self.settings)
@@ -225,8 +229,11 @@ class Routes:
         body: dict[str, Any] = {"success": True, "job": job.public()}
         if not created:
             body["duplicate"] = True
-        return JSONResponse(body, status_code=201 if created else 200,
-                            background=_dispatch_soon(scheduler) if created else None)
+        return JSONResponse(
+            body,
+            status_code=201 if created else 200,
+            background=_dispatch_soon(scheduler) if created else None,
+        )
 
     async def submit_batch(self, request: Request) -> Response:
         tenant = tenant_of(request, self.settings)
@@ -247,11 +254,19 @@ class Routes:
             created_any = created_any or created
             jobs.append({"index": index, "duplicate": not created, **job.public()})
         status = 201 if not errors else (207 if jobs else 400)
-        body = {"success": not errors, "submitted": len(jobs), "failed": len(errors),
-                "jobs": jobs, "errors": errors}
+        body = {
+            "success": not errors,
+            "submitted": len(jobs),
+            "failed": len(errors),
+            "jobs": jobs,
+            "errors": errors,
+        }
         if status == 400:  # nothing submitted: an error, so it has the error shape too
-            body.update(error="validation_error", message="no job in the batch is valid: "
-                        + "; ".join(f"jobs[{e['index']}]: {e['message']}" for e in errors))
+            body.update(
+                error="validation_error",
+                message="no job in the batch is valid: "
+                + "; ".join(f"jobs[{e['index']}]: {e['message']}" for e in errors),
+            )
         background = _dispatch_soon(scheduler) if created_any else None
         return JSONResponse(body, status_code=status, background=background)
 
@@ -268,11 +283,13 @@ class Routes:
         limit = query_int(request, "limit", 50, 1, 200)
         cursor = request.query_params.get("cursor") or None
         page = await (await self._scheduler()).list_jobs(tenant, status, limit, cursor)
-        return JSONResponse({
-            "success": True,
-            "jobs": [job.public() for job in page.jobs],
-            "nextCursor": page.nextCursor,
-        })
+        return JSONResponse(
+            {
+                "success": True,
+                "jobs": [job.public() for job in page.jobs],
+                "nextCursor": page.nextCursor,
+            }
+        )
 
     async def get_job(self, request: Request) -> Response:
         job = await self._job_call(request, Scheduler.get)
@@ -293,8 +310,7 @@ class Routes:
         tail = query_int(request, "tail", 200, 1, 10_000)
         scheduler = await self._scheduler()
         logs = await scheduler.logs(tenant, request.path_params["jobId"], tail)
-        return JSONResponse({"success": True, "jobId": request.path_params["jobId"],
-                             "logs": logs})
+        return JSONResponse({"success": True, "jobId": request.path_params["jobId"], "logs": logs})
 
     async def stats(self, request: Request) -> Response:
         tenant = tenant_of(request, self.settings)

@@ -72,8 +72,9 @@ async def _drain(settings: Settings, once: bool) -> None:
         scheduler = await runtime.scheduler()
         while True:
             report = await scheduler.drain_once()
-            print(json.dumps(report.model_dump(exclude_defaults=True) or {"idle": True}),
-                  flush=True)
+            print(
+                json.dumps(report.model_dump(exclude_defaults=True) or {"idle": True}), flush=True
+            )
             if once:
                 return
             await asyncio.sleep(settings.polling_interval)
@@ -83,8 +84,13 @@ async def _drain(settings: Settings, once: bool) -> None:
 
 def cmd_submit(args: argparse.Namespace) -> None:
     spec: dict[str, Any] = {"meetingUrl": args.meeting_url, "priority": args.priority}
-    optional = {"botName": args.bot_name, "joinAt": args.join_at, "deadline": args.deadline,
-                "maxRuntimeSeconds": args.max_runtime, "dedupKey": args.dedup_key}
+    optional = {
+        "botName": args.bot_name,
+        "joinAt": args.join_at,
+        "deadline": args.deadline,
+        "maxRuntimeSeconds": args.max_runtime,
+        "dedupKey": args.dedup_key,
+    }
     spec.update({k: v for k, v in optional.items() if v is not None})
     headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else {}
     job = client(args).call("POST", "/api/scheduler/jobs", json=spec, headers=headers)["job"]
@@ -159,8 +165,9 @@ def cmd_stats(args: argparse.Namespace) -> None:
 
 
 def cmd_logs(args: argparse.Namespace) -> None:
-    body = client(args).call("GET", f"/api/scheduler/jobs/{args.job_id}/logs",
-                             params={"tail": args.tail})
+    body = client(args).call(
+        "GET", f"/api/scheduler/jobs/{args.job_id}/logs", params={"tail": args.tail}
+    )
     print(body["logs"], end="")
 
 
@@ -178,10 +185,16 @@ def client(args: argparse.Namespace) -> Client:
 def parser() -> argparse.ArgumentParser:
     port = os.environ.get("PORT", "8080")
     main = argparse.ArgumentParser(prog="botsched", description=__doc__)
-    main.add_argument("--url", default=os.environ.get("BOTSCHED_URL", f"http://127.0.0.1:{port}"),
-                      help="scheduler API base URL (env BOTSCHED_URL)")
-    main.add_argument("--api-key", default=os.environ.get("BOTSCHED_API_KEY"),
-                      help="API key (env BOTSCHED_API_KEY)")
+    main.add_argument(
+        "--url",
+        default=os.environ.get("BOTSCHED_URL", f"http://127.0.0.1:{port}"),
+        help="scheduler API base URL (env BOTSCHED_URL)",
+    )
+    main.add_argument(
+        "--api-key",
+        default=os.environ.get("BOTSCHED_API_KEY"),
+        help="API key (env BOTSCHED_API_KEY)",
+    )
     sub = main.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the API and the drain loop")
     serve.add_argument("--host")
@@ -202,8 +215,10 @@ def parser() -> argparse.ArgumentParser:
     submit.add_argument("--wait", action="store_true", help="follow the job to its end")
     submit.add_argument("--timeout", type=float, default=3600.0, help="seconds --wait waits")
     submit.set_defaults(run=cmd_submit)
-    for name, run, text in [("status", cmd_status, "show a job"),
-                            ("cancel", cmd_cancel, "cancel a job")]:
+    for name, run, text in [
+        ("status", cmd_status, "show a job"),
+        ("cancel", cmd_cancel, "cancel a job"),
+    ]:
         one = sub.add_parser(name, help=text)
         one.add_argument("job_id")
         one.set_defaults(run=run)

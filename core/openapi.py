@@ -26,8 +26,12 @@ def _envelope(**properties: Any) -> dict[str, Any]:
 
 ERRORS = {
     str(code): _json(_ref("Error"), text)
-    for code, text in [(400, "bad input, the message names the field"), (401, "API key missing"),
-                       (404, "no such job (or another tenant's)"), (413, "body too large")]
+    for code, text in [
+        (400, "bad input, the message names the field"),
+        (401, "API key missing"),
+        (404, "no such job (or another tenant's)"),
+        (413, "body too large"),
+    ]
 }
 JOB_ID = [{"name": "jobId", "in": "path", "required": True, "schema": {"type": "string"}}]
 JOB_RESPONSE = _json(_envelope(job=_ref("Job")), "the job")
@@ -39,46 +43,109 @@ def _operation(summary: str, responses: dict[str, Any], **extra: Any) -> dict[st
 
 def _paths() -> dict[str, Any]:
     body = {"required": True, "content": {"application/json": {"schema": _ref("JobSpec")}}}
-    idem = [{"name": "Idempotency-Key", "in": "header", "required": False,
-             "schema": {"type": "string"}, "description": "a retried POST returns the same job"}]
-    batch = {"type": "object", "required": ["jobs"],
-             "properties": {"jobs": {"type": "array", "items": _ref("JobSpec")}}}
-    meeting = {"type": "object", "required": ["meeting_url"], "additionalProperties": True,
-               "properties": {"meeting_url": {"type": "string"}, "bot_name": {"type": "string"},
-                              "email": {"type": "string"}, "recording_mode": {"type": "string"},
-                              "priority": {"type": "integer"}}}
-    listing = [{"name": "status", "in": "query", "schema": {"enum": [s.value for s in JobState]}},
-               {"name": "limit", "in": "query", "schema": {"type": "integer", "maximum": 200}},
-               {"name": "cursor", "in": "query", "schema": {"type": "string"}}]
+    idem = [
+        {
+            "name": "Idempotency-Key",
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string"},
+            "description": "a retried POST returns the same job",
+        }
+    ]
+    batch = {
+        "type": "object",
+        "required": ["jobs"],
+        "properties": {"jobs": {"type": "array", "items": _ref("JobSpec")}},
+    }
+    meeting = {
+        "type": "object",
+        "required": ["meeting_url"],
+        "additionalProperties": True,
+        "properties": {
+            "meeting_url": {"type": "string"},
+            "bot_name": {"type": "string"},
+            "email": {"type": "string"},
+            "recording_mode": {"type": "string"},
+            "priority": {"type": "integer"},
+        },
+    }
+    listing = [
+        {"name": "status", "in": "query", "schema": {"enum": [s.value for s in JobState]}},
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "maximum": 200}},
+        {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+    ]
     jobs = "/api/scheduler/jobs"
     return {
         "/health": {"get": {"summary": "Liveness", "responses": {"200": _json({})}}},
         jobs: {
-            "post": _operation("Submit a job", {"201": JOB_RESPONSE, "200": JOB_RESPONSE},
-                               requestBody=body, parameters=idem),
-            "get": _operation("List the caller's jobs, newest first", {"200": _json(_envelope(
-                jobs={"type": "array", "items": _ref("Job")}, nextCursor={"type": "string"}))},
-                parameters=listing),
+            "post": _operation(
+                "Submit a job",
+                {"201": JOB_RESPONSE, "200": JOB_RESPONSE},
+                requestBody=body,
+                parameters=idem,
+            ),
+            "get": _operation(
+                "List the caller's jobs, newest first",
+                {
+                    "200": _json(
+                        _envelope(
+                            jobs={"type": "array", "items": _ref("Job")},
+                            nextCursor={"type": "string"},
+                        )
+                    )
+                },
+                parameters=listing,
+            ),
         },
-        f"{jobs}/batch": {"post": _operation(
-            "Submit many jobs; per-item results and errors",
-            {"201": _json(_envelope()), "207": _json(_envelope())},
-            requestBody={"required": True, "content": {"application/json": {"schema": batch}}})},
+        f"{jobs}/batch": {
+            "post": _operation(
+                "Submit many jobs; per-item results and errors",
+                {"201": _json(_envelope()), "207": _json(_envelope())},
+                requestBody={"required": True, "content": {"application/json": {"schema": batch}}},
+            )
+        },
         jobs + "/{jobId}": {
             "get": _operation("A job", {"200": JOB_RESPONSE}, parameters=JOB_ID),
-            "delete": _operation("Cancel a job (stops its bot)", {"200": JOB_RESPONSE,
-                                 "409": _json(_ref("Error"), "already finished")},
-                                 parameters=JOB_ID),
+            "delete": _operation(
+                "Cancel a job (stops its bot)",
+                {"200": JOB_RESPONSE, "409": _json(_ref("Error"), "already finished")},
+                parameters=JOB_ID,
+            ),
         },
-        jobs + "/{jobId}/logs": {"get": _operation(
-            "The bot's output", {"200": _json(_envelope(logs={"type": "string"}))},
-            parameters=[*JOB_ID, {"name": "tail", "in": "query", "schema": {"type": "integer"}}])},
-        "/api/scheduler/stats": {"get": _operation("Queue and run counts", {"200": _json(
-            _envelope(queueSize={"type": "integer"}, runningJobs={"type": "integer"},
-                      maxConcurrentJobs={"type": "integer"}))})},
-        "/api/scheduler/meetings": {"post": _operation(
-            "Submit the seed's snake_case bot config", {"201": JOB_RESPONSE},
-            requestBody={"required": True, "content": {"application/json": {"schema": meeting}}})},
+        jobs + "/{jobId}/logs": {
+            "get": _operation(
+                "The bot's output",
+                {"200": _json(_envelope(logs={"type": "string"}))},
+                parameters=[
+                    *JOB_ID,
+                    {"name": "tail", "in": "query", "schema": {"type": "integer"}},
+                ],
+            )
+        },
+        "/api/scheduler/stats": {
+            "get": _operation(
+                "Queue and run counts",
+                {
+                    "200": _json(
+                        _envelope(
+                            queueSize={"type": "integer"},
+                            runningJobs={"type": "integer"},
+                            maxConcurrentJobs={"type": "integer"},
+                        )
+                    )
+                },
+            )
+        },
+        "/api/scheduler/meetings": {
+            "post": _operation(
+                "Submit the seed's snake_case bot config",
+                {"201": JOB_RESPONSE},
+                requestBody={
+                    "required": True,
+                    "content": {"application/json": {"schema": meeting}},
+                },
+            )
+        },
     }
 
 
@@ -89,9 +156,15 @@ def openapi_document() -> dict[str, Any]:
         schema = model.model_json_schema(ref_template=REF)
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
-    schemas["Error"] = {"type": "object", "required": ["success", "error", "message"],
-                        "properties": {"success": {"const": False}, "error": {"type": "string"},
-                                       "message": {"type": "string"}}}
+    schemas["Error"] = {
+        "type": "object",
+        "required": ["success", "error", "message"],
+        "properties": {
+            "success": {"const": False},
+            "error": {"type": "string"},
+            "message": {"type": "string"},
+        },
+    }
     security: list[dict[str, list[str]]] = [{"apiKey": []}, {"bearer": []}]
     return {
         "openapi": "3.1.0",

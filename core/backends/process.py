@@ -1,16 +1,17 @@
 """The `process` backend: each bot is a local child process in a process group of its own.
 
 All that is known about a run lives in files under `runs_dir/<job id>/`, so a scheduler that
-restarts while bots run finds them again, and never kills them by going away:
+restarts while bots run finds them again: `pid` (the wrapper shell around the bot, whose pid is
+also the run's process group id), `exit` (the bot's exit code, written atomically by the wrapper)
+and `log` (the bot's stdout and stderr).
 
-- `pid`: the pid of the wrapper shell around the bot, which is also the run's process group id;
-- `exit`: the bot's exit code, written atomically by the wrapper when the bot ends;
-- `log`: the bot's stdout and stderr.
-
-The wrapper (`/bin/sh -c WRAPPER sh <exit file> <command...>`) survives a SIGTERM to the group
-long enough to record the bot's own exit code. On Linux a pid only counts as the run's while
-`/proc/<pid>/cmdline` names the run's exit file: that guards against pid reuse and treats zombies
-as ended (some container inits never reap orphans).
+The wrapper (`/bin/sh -c WRAPPER sh <exit file> <command...>`) outlives a SIGTERM to the group
+until the bot ends, to record the bot's own exit code; when `stop` has to SIGKILL the group, it
+records 137 itself. On Linux a pid only counts as the run's while its /proc cmdline names the
+run's exit file (a reused pid is not mistaken for the bot) and it is not a zombie (some container
+inits never reap orphans). Children are spawned with subprocess.Popen: an asyncio subprocess
+transport kills a child that is still running when the transport is closed or collected, and bots
+must outlive the scheduler.
 
 The bot gets its config the way the seed's bot expects it: the JSON on stdin (a file, unlinked
 once the bot holds it open, so `start` never blocks on a bot that does not read it) and as
@@ -128,7 +129,8 @@ class ProcessBackend:
             _signal_group(pid, sent)
             await self._wait_group(ref.id, pid, KILL_WAIT_SECONDS)
         if not self._running(ref.id, pid, exit_file) and not exit_file.exists():
-            _write_atomic(exit_file, f"{128 + sent}\n")  # the wrapper died with the bot
+            with suppress(OSError):  # the wrapper died with the bot: record how
+                _write_atomic(exit_file, f"{128 + sent}\n")
 
     async def logs(self, ref: ExecutionRef, tail: int = 200) -> str:
         run = self._existing_run(ref)
@@ -245,31 +247,36 @@ def _ended(code: int | None, started: datetime | None, finished: datetime | None
     )
 
 
-def _proc_fields(pid: int) -> list[str] | None:
-    """`/proc/<pid>/stat` after the command name: state, ppid, pgrp, ...; None if unreadable."""
+def _live_stat(pid: int) -> list[str] | None:
+    """`/proc/<pid>/stat` after the command name (state, ppid, pgrp, ...); None for a process
+    that is gone or a zombie."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     except OSError:
         return None
-    return stat.rpartition(")")[2].split()
+    return fields if len(fields) > 2 and fields[0] not in ("Z", "X") else None
 
 
 def _is_run(pid: int, exit_file: Path) -> bool:
-    """Whether `pid` is alive and (where /proc tells) still the wrapper of this run."""
+    """Whether `pid` is alive and (where /proc tells) still the wrapper of this run, which has
+    `.../<job id>/exit` among its arguments."""
     try:
         os.kill(pid, 0)
     except (ProcessLookupError, PermissionError):
         return False
     if not Path("/proc/self").is_dir():
         return True
-    fields = _proc_fields(pid)
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    if not fields or fields[0] in ("Z", "X"):
+    fields = _live_stat(pid)
+    if fields is None:
         return False
-    return not cmdline or os.fsencode(exit_file) in cmdline.split(b"\0")  # empty: mid-exec
+    if argv == [b""]:  # no arguments yet: our own child, still in its exec
+        return fields[1] == str(os.getpid())
+    suffix = os.fsencode(f"{os.sep}{exit_file.parent.name}{os.sep}{exit_file.name}")
+    return any(arg.endswith(suffix) for arg in argv)
 
 
 def _group_alive(pgid: int) -> bool:
@@ -279,8 +286,8 @@ def _group_alive(pgid: int) -> bool:
     if not Path("/proc/self").is_dir():
         return True
     for entry in os.listdir("/proc"):
-        fields = _proc_fields(int(entry)) if entry.isdigit() else None
-        if fields and len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in "ZX":
+        fields = _live_stat(int(entry)) if entry.isdigit() else None
+        if fields and fields[2] == str(pgid):
             return True
     return False
 

@@ -92,15 +92,26 @@ async def until_done(backend: ProcessBackend, ref: ExecutionRef) -> Execution:
 async def backend_for(tmp_path: Path) -> AsyncIterator[Factory]:
     """Backends over one runs_dir; every run still alive at the end is killed."""
     runs = tmp_path / "runs"
+    made: list[ProcessBackend] = []
 
     def factory(command: Sequence[str], grace: float = 5.0) -> ProcessBackend:
-        return ProcessBackend(command, runs, stop_grace_seconds=grace)
+        made.append(ProcessBackend(command, runs, stop_grace_seconds=grace))
+        return made[-1]
 
     yield factory
+    for backend in made:
+        await backend.close()
     for pid_file in runs.glob("*/pid"):
         pid = int(pid_file.read_text())
         if pid != os.getpgrp() and alive(pid) and os.getpgid(pid) == pid:
             os.killpg(pid, signal.SIGKILL)
+
+
+def read_int(path: Path) -> int | None:
+    try:
+        return int(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def pid_of(backend: ProcessBackend, ref: ExecutionRef) -> int:
@@ -150,8 +161,9 @@ async def test_config_reaches_the_bot_on_stdin_and_in_the_environment(
 
 async def _start_with_child(backend: ProcessBackend, child_file: Path) -> tuple[ExecutionRef, int]:
     ref = await backend.start(make_job())
-    await wait_for(lambda: child_file.is_file() and child_file.read_text().strip() != "", "child")
-    child = int(child_file.read_text())
+    await wait_for(lambda: read_int(child_file) is not None, "the child's pid")
+    child = read_int(child_file)
+    assert child is not None
     assert alive(child)
     assert (await backend.status(ref)).phase == "running"
     return ref, child
