@@ -1,4 +1,5 @@
-# Every target installs what it needs into ./.venv first; nothing else is required.
+# Every target installs what it needs into ./.venv first; `make test` also installs Podman
+# (from Debian packages, when missing) for the real-container tests.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -19,6 +20,7 @@ run: setup
 	$(BIN)/botsched serve
 
 test: setup
+	bash scripts/podman-test-env.sh install
 	$(BIN)/python -m pytest -q
 
 lint: setup

@@ -12,11 +12,12 @@ import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from core.errors import ConfigError
+from core.resources import cpu_nanos, memory_bytes
 
 # variable name -> (field name, aliases)
 _VARIABLES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -46,6 +47,10 @@ _VARIABLES: dict[str, tuple[str, tuple[str, ...]]] = {
     "BOT_COMMAND": ("bot_command", ()),
     "BOT_STOP_GRACE_SECONDS": ("stop_grace_seconds", ()),
     "RECORDINGS_PATH": ("recordings_path", ()),
+    "RECORDINGS_CONTAINER_PATH": ("recordings_container_path", ()),
+    "CONTAINER_ENGINE": ("container_engine", ()),
+    "AUTO_DETECT_ENGINE": ("auto_detect_engine", ()),
+    "DOCKER_HOST": ("docker_host", ()),
 }
 
 DEFAULT_TENANT = "default"
@@ -80,6 +85,22 @@ class Settings(BaseModel):
     bot_command: str | None = None
     stop_grace_seconds: float = Field(default=10.0, ge=0)
     recordings_path: Path = Path("recordings")
+    recordings_container_path: str = "/app/data"
+    container_engine: Literal["podman", "docker"] | None = None
+    auto_detect_engine: bool = True
+    docker_host: str | None = None
+
+    @field_validator("default_cpu")
+    @classmethod
+    def _cpu(cls, value: str) -> str:
+        cpu_nanos(value)
+        return value
+
+    @field_validator("default_memory")
+    @classmethod
+    def _memory(cls, value: str) -> str:
+        memory_bytes(value)
+        return value
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -22,6 +22,8 @@ STORES: dict[str, tuple[str, str, str | None]] = {
 }
 BACKENDS: dict[str, tuple[str, str, str | None]] = {
     "process": ("core.backends.process", "ProcessBackend", None),
+    "podman": ("core.backends.podman", "PodmanBackend", None),
+    "docker": ("core.backends.podman", "PodmanBackend", None),
 }
 
 

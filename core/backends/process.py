@@ -39,6 +39,7 @@ from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 
+from core.backends.exits import exit_reason
 from core.config import Settings
 from core.errors import BackendError, ExecutionLost
 from core.models import Execution, ExecutionRef, Job
@@ -238,10 +239,7 @@ async def _locked(path: Path) -> AsyncIterator[None]:
 def _ended(code: int | None, started: datetime | None, finished: datetime | None) -> Execution:
     if code == 0:
         return Execution(phase="succeeded", exitCode=0, startedAt=started, finishedAt=finished)
-    reason = "unreadable exit file" if code is None else f"exit code {code}"
-    if code is not None and code > 128:
-        with suppress(ValueError):
-            reason += f" (killed by {signal.Signals(code - 128).name})"
+    reason = "unreadable exit file" if code is None else exit_reason(code)
     return Execution(
         phase="failed", exitCode=code, reason=reason, startedAt=started, finishedAt=finished
     )

@@ -52,6 +52,8 @@ async def test_unreadable_bodies_are_400(
         ({"meetingUrl": URL, "priority": 1000}, "priority"),
         ({"meetingUrl": URL, "priority": -1}, "priority"),
         ({"meetingUrl": URL, "priority": "high"}, "priority"),
+        ({"meetingUrl": URL, "cpu": "lots"}, "cpu"),
+        ({"meetingUrl": URL, "memory": "2 gigs"}, "memory"),
         ({"meetingUrl": URL, "joinAt": "tomorrow"}, "joinAt"),
         ({"meetingUrl": URL, "maxRuntimeSeconds": 0}, "maxRuntimeSeconds"),
         ({"meetingUrl": URL, "config": [1, 2]}, "config"),

@@ -1,0 +1,263 @@
+"""The podman backend on REAL containers: Podman's Docker-compatible service (started by the
+session fixture in tests/conftest.py) running the busybox test bot (tests/podman_env.py).
+
+Jobs go through the API and `drain_once`, not only the backend class. The test bot reads its
+config from stdin and obeys `test_exit_code`, `test_sleep` and `test_oom` in the job's config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from core.api import create_app
+from core.backends.podman import LABEL_JOB, LABEL_TENANT, PREFIX, PodmanBackend
+from core.config import Settings
+from core.errors import BackendError
+from core.models import Job, JobSpec, JobState
+from core.runtime import Runtime
+from core.scheduler import Scheduler
+from core.stores.memory import MemoryStore
+from tests.podman_env import PodmanEnv
+
+pytestmark = pytest.mark.podman
+
+DEADLINE = 60.0
+
+
+def settings_for(podman: PodmanEnv, tmp: Path, **extra: str) -> Settings:
+    env = {
+        "PLATFORM": "podman",
+        "DOCKER_HOST": podman.docker_host,
+        "SCHEDULER_CONTAINER_IMAGE": podman.bot_image,
+        "SCHEDULER_DATA_DIR": str(tmp / "data"),
+        "RECORDINGS_PATH": str(tmp / "recordings"),
+        "SCHEDULER_DEFAULT_MEMORY": "64Mi",
+        "SCHEDULER_DEFAULT_CPU": "0.5",
+        "BOT_STOP_GRACE_SECONDS": "3",
+        **extra,
+    }
+    return Settings.from_env(env)
+
+
+class Harness:
+    """The app and its scheduler on one runtime, driven the way a timer would drive them."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.runtime = Runtime(settings)
+        self.client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=create_app(settings, self.runtime)),
+            base_url="http://test",
+        )
+
+    async def scheduler(self) -> Scheduler:
+        return await self.runtime.scheduler()
+
+    async def submit(self, **config: Any) -> str:
+        body = {"meetingUrl": "https://meet.google.com/abc-defg-hij", "config": config}
+        response = await self.client.post("/api/scheduler/jobs", json=body)
+        assert response.status_code == 201, response.text
+        job_id: str = response.json()["job"]["id"]
+        return job_id
+
+    async def job(self, job_id: str) -> dict[str, Any]:
+        response = await self.client.get(f"/api/scheduler/jobs/{job_id}")
+        assert response.status_code == 200, response.text
+        job: dict[str, Any] = response.json()["job"]
+        return job
+
+    async def drain_until(self, job_id: str, *states: str) -> dict[str, Any]:
+        scheduler = await self.scheduler()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DEADLINE
+        while loop.time() < deadline:
+            await scheduler.drain_once()
+            job = await self.job(job_id)
+            if job["status"] in states:
+                return job
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"job {job_id} never reached {states}: {await self.job(job_id)}")
+
+    async def logs(self, job_id: str) -> str:
+        response = await self.client.get(f"/api/scheduler/jobs/{job_id}/logs")
+        assert response.status_code == 200, response.text
+        logs: str = response.json()["logs"]
+        return logs
+
+    async def close(self) -> None:
+        await self.client.aclose()
+        await self.runtime.close()
+
+
+@pytest.fixture
+async def harness(podman: PodmanEnv, tmp_path: Path) -> AsyncIterator[Harness]:
+    h = Harness(settings_for(podman, tmp_path))
+    yield h
+    await h.close()
+
+
+def engine(podman: PodmanEnv) -> httpx.Client:
+    transport = httpx.HTTPTransport(uds=str(podman.socket))
+    return httpx.Client(transport=transport, base_url="http://engine/v1.41", timeout=30)
+
+
+def containers_of(podman: PodmanEnv, job_id: str) -> list[dict[str, Any]]:
+    filters = json.dumps({"label": [f"{LABEL_JOB}={job_id}"]})
+    with engine(podman) as client:
+        response = client.get("/containers/json", params={"all": 1, "filters": filters})
+    response.raise_for_status()
+    found: list[dict[str, Any]] = response.json()
+    return found
+
+
+async def test_a_bot_that_exits_0_completes_and_gets_its_config(
+    harness: Harness, podman: PodmanEnv
+) -> None:
+    job_id = await harness.submit(test_exit_code=0)
+    job = await harness.drain_until(job_id, "completed", "failed")
+    assert job["status"] == "completed" and job["exitCode"] == 0
+    logs = await harness.logs(job_id)
+    stdin_line = next(line for line in logs.splitlines() if line.startswith("stdin: "))
+    config = json.loads(stdin_line.removeprefix("stdin: "))
+    assert config["meeting_url"] == "https://meet.google.com/abc-defg-hij"
+    assert config["bot_uuid"] == job_id
+    assert f"JOB_ID={job_id}" in logs and "MEETING_URL=https://meet.google.com" in logs
+    assert f"BOT_CONFIG_BOT_UUID={job_id}" in logs
+    # The finished container is removed once its logs are kept; the logs are still served.
+    assert containers_of(podman, job_id) == []
+
+
+async def test_a_bot_that_exits_3_fails_with_exit_code_3(harness: Harness) -> None:
+    job_id = await harness.submit(test_exit_code=3)
+    job = await harness.drain_until(job_id, "completed", "failed")
+    assert job["status"] == "failed" and job["exitCode"] == 3
+    assert job["reason"] == "exit code 3"
+
+
+async def test_cancel_stops_the_running_container(harness: Harness, podman: PodmanEnv) -> None:
+    job_id = await harness.submit(test_sleep=60)
+    await harness.drain_until(job_id, "running")
+    await _wait_for_log(harness, job_id, "sleeping")
+    response = await harness.client.delete(f"/api/scheduler/jobs/{job_id}")
+    assert response.status_code == 200 and response.json()["job"]["status"] == "cancelled"
+    [container] = containers_of(podman, job_id)
+    assert container["State"] == "exited"
+    assert "got TERM" in await harness.logs(job_id)
+
+
+async def test_labels_limits_and_recordings_mount(harness: Harness, podman: PodmanEnv) -> None:
+    job_id = await harness.submit(test_sleep=30)
+    await harness.drain_until(job_id, "running")
+    with engine(podman) as client:
+        info = client.get(f"/containers/{PREFIX}{job_id}/json").json()
+    assert info["Config"]["Labels"][LABEL_JOB] == job_id
+    assert info["Config"]["Labels"][LABEL_TENANT] == "default"
+    assert info["HostConfig"]["Memory"] == 64 * 2**20
+    assert info["HostConfig"]["NanoCpus"] == 500_000_000
+    recordings = str(harness.settings.recordings_path.absolute())
+    mounts = {(m["Source"], m["Destination"]) for m in info["Mounts"]}
+    assert (recordings, harness.settings.recordings_container_path) in mounts
+    await harness.client.delete(f"/api/scheduler/jobs/{job_id}")
+
+
+async def test_a_second_start_adopts_and_never_duplicates(
+    harness: Harness, podman: PodmanEnv
+) -> None:
+    job_id = await harness.submit(test_sleep=2)
+    scheduler = await harness.scheduler()
+    stored = await scheduler.store.get(job_id)
+    assert stored is not None
+    backend = scheduler.backend
+    refs = await asyncio.gather(*(backend.start(stored) for _ in range(4)))
+    assert len({ref.id for ref in refs}) == 1
+    assert len(containers_of(podman, job_id)) == 1
+    # The scheduler's own dispatch then adopts that container too.
+    job = await harness.drain_until(job_id, "completed", "failed")
+    assert job["status"] == "completed"
+    assert (await harness.logs(job_id)).count("stdin: ") == 1
+
+
+async def test_a_scheduler_restart_mid_run_follows_the_container(
+    podman: PodmanEnv, tmp_path: Path
+) -> None:
+    settings = settings_for(podman, tmp_path)
+    first = Harness(settings)
+    job_id = await first.submit(test_sleep=3)
+    await first.drain_until(job_id, "running")
+    await first.close()  # the scheduler goes away; the container does not
+
+    second = Harness(settings)
+    try:
+        job = await second.drain_until(job_id, "completed", "failed")
+        assert job["status"] == "completed" and job["attempts"] == 1
+        assert (await second.logs(job_id)).count("stdin: ") == 1
+    finally:
+        await second.close()
+
+
+async def test_a_bot_killed_by_the_memory_limit_fails(harness: Harness) -> None:
+    job_id = await harness.submit(test_oom=1)
+    job = await harness.drain_until(job_id, "completed", "failed")
+    assert job["status"] == "failed"
+    assert job["exitCode"] == 137 or "OOM" in job["reason"]
+
+
+async def test_no_engine_answering_names_what_was_tried(tmp_path: Path) -> None:
+    settings = Settings.from_env(
+        {
+            "PLATFORM": "podman",
+            "CONTAINER_ENGINE": "podman",
+            "AUTO_DETECT_ENGINE": "false",
+            "DOCKER_HOST": f"unix://{tmp_path}/nothing-here.sock",
+            "SCHEDULER_DATA_DIR": str(tmp_path),
+        }
+    )
+    backend = PodmanBackend(settings)
+    scheduler_job = await _a_job(settings)
+    with pytest.raises(BackendError, match=r"nothing-here\.sock"):
+        await backend.start(scheduler_job)
+    await backend.close()
+
+
+async def test_the_engine_socket_is_detected_from_xdg_runtime_dir(
+    podman: PodmanEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "podman").mkdir()
+    (tmp_path / "podman" / "podman.sock").symlink_to(podman.socket)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    settings = Settings.from_env(
+        {
+            "PLATFORM": "podman",
+            "SCHEDULER_DATA_DIR": str(tmp_path),
+            "SCHEDULER_CONTAINER_IMAGE": podman.bot_image,
+            "RECORDINGS_PATH": str(tmp_path / "rec"),
+        }
+    )
+    backend = PodmanBackend(settings)
+    job = await _a_job(settings)
+    ref = await backend.start(job)
+    assert ref.id == PREFIX + job.id
+    await backend.stop(ref)
+    await backend.close()
+
+
+async def _a_job(settings: Settings) -> Job:
+    scheduler = Scheduler(MemoryStore(), PodmanBackend(settings), settings)
+    job, _ = await scheduler.submit("t1", JobSpec(meetingUrl="https://meet.example/x"))
+    assert job.status is JobState.QUEUED
+    return job
+
+
+async def _wait_for_log(harness: Harness, job_id: str, text: str) -> None:
+    for _ in range(100):
+        if text in await harness.logs(job_id):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{text!r} never appeared in the logs of {job_id}")
