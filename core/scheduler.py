@@ -13,7 +13,7 @@ import asyncio
 import logging
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -381,10 +381,3 @@ class Scheduler:
 
 def _past(moment: datetime | None, now: datetime) -> bool:
     return moment is not None and moment <= now
-
-
-def count_by_state(jobs: Iterable[Job]) -> dict[JobState, int]:
-    counts = dict.fromkeys(JobState, 0)
-    for job in jobs:
-        counts[job.status] += 1
-    return counts

@@ -12,7 +12,7 @@ import core
 import handlers
 
 ROOT = Path(__file__).resolve().parents[2]
-HEAVY = ("grpc", "google", "azure", "kubernetes", "boto3", "botocore", "uvicorn")
+HEAVY = ("grpc", "google", "azure", "kubernetes", "boto3", "botocore", "uvicorn", "mangum", "yaml")
 
 
 def test_core_and_handlers_resolve_inside_the_repository() -> None:
@@ -31,7 +31,7 @@ def test_console_script_and_extras_are_declared() -> None:
 
 def test_importing_the_api_loads_no_cloud_sdk() -> None:
     code = (
-        "import sys, json; import core.api, handlers.local; "
+        "import sys, json; import core.api, core.runtime, handlers.local, handlers.aws; "
         f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})))"
     )
     out = subprocess.run(
