@@ -51,6 +51,9 @@ _VARIABLES: dict[str, tuple[str, tuple[str, ...]]] = {
     "CONTAINER_ENGINE": ("container_engine", ()),
     "AUTO_DETECT_ENGINE": ("auto_detect_engine", ()),
     "DOCKER_HOST": ("docker_host", ()),
+    "K8S_NAMESPACE": ("k8s_namespace", ()),
+    "K8S_TTL_SECONDS_AFTER_FINISHED": ("k8s_ttl_seconds_after_finished", ()),
+    "K8S_SERVICE_ACCOUNT": ("k8s_service_account", ()),
 }
 
 DEFAULT_TENANT = "default"
@@ -89,6 +92,10 @@ class Settings(BaseModel):
     container_engine: Literal["podman", "docker"] | None = None
     auto_detect_engine: bool = True
     docker_host: str | None = None
+    # unset: the service account's or the kubeconfig context's namespace, else "default"
+    k8s_namespace: str | None = None
+    k8s_ttl_seconds_after_finished: int = Field(default=3600, ge=0)
+    k8s_service_account: str | None = None
 
     @field_validator("default_cpu")
     @classmethod

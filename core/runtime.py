@@ -24,6 +24,8 @@ BACKENDS: dict[str, tuple[str, str, str | None]] = {
     "process": ("core.backends.process", "ProcessBackend", None),
     "podman": ("core.backends.podman", "PodmanBackend", None),
     "docker": ("core.backends.podman", "PodmanBackend", None),
+    "kubernetes": ("core.backends.kubernetes", "KubernetesBackend", None),
+    "k8s": ("core.backends.kubernetes", "KubernetesBackend", None),
 }
 
 
