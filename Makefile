@@ -4,14 +4,18 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# the cloud extras too: their stores, backends and handlers are tested (and type-checked) here
+EXTRAS := dev,aws,azure,kubernetes
+AZURITE_DIR := .azurite
+AZURITE_STAMP := $(AZURITE_DIR)/.installed-stamp
 
-.PHONY: setup run test lint format bench clean
+.PHONY: setup run test lint format bench clean azurite
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "installing bot-scheduler and its dev tools into $(VENV) ..."
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[$(EXTRAS)]'
 	@touch $(STAMP)
 
 setup: $(STAMP)
@@ -19,7 +23,16 @@ setup: $(STAMP)
 run: setup
 	$(BIN)/botsched serve
 
-test: setup
+# Azurite (npm) for the Azure Table store tests: installed once into ./.azurite
+$(AZURITE_STAMP):
+	@command -v npm >/dev/null || { echo "npm is needed for the Azure Table tests (Azurite)"; exit 1; }
+	@echo "installing Azurite into $(AZURITE_DIR) ..."
+	@npm install --prefix $(AZURITE_DIR) --no-audit --no-fund --loglevel=error azurite@3
+	@touch $(AZURITE_STAMP)
+
+azurite: $(AZURITE_STAMP)
+
+test: setup azurite
 	bash scripts/podman-test-env.sh install
 	$(BIN)/python -m pytest -q
 
@@ -36,4 +49,4 @@ bench: setup
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(AZURITE_DIR) .pytest_cache .mypy_cache .ruff_cache *.egg-info

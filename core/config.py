@@ -51,6 +51,9 @@ _VARIABLES: dict[str, tuple[str, tuple[str, ...]]] = {
     "CONTAINER_ENGINE": ("container_engine", ()),
     "AUTO_DETECT_ENGINE": ("auto_detect_engine", ()),
     "DOCKER_HOST": ("docker_host", ()),
+    "AZURE_STORAGE_CONNECTION_STRING": ("azure_storage_connection_string", ()),
+    "AZURE_STORAGE_ACCOUNT_URL": ("azure_storage_account_url", ()),
+    "AZURE_TABLE_NAME": ("azure_table_name", ()),
     "K8S_NAMESPACE": ("k8s_namespace", ()),
     "K8S_TTL_SECONDS_AFTER_FINISHED": ("k8s_ttl_seconds_after_finished", ()),
     "K8S_SERVICE_ACCOUNT": ("k8s_service_account", ()),
@@ -92,6 +95,9 @@ class Settings(BaseModel):
     container_engine: Literal["podman", "docker"] | None = None
     auto_detect_engine: bool = True
     docker_host: str | None = None
+    azure_storage_connection_string: str | None = Field(default=None, repr=False)
+    azure_storage_account_url: str | None = Field(default=None, repr=False)  # may carry a SAS
+    azure_table_name: str = Field(default="botschedjobs", pattern=r"^[A-Za-z][A-Za-z0-9]{2,62}$")
     # unset: the service account's or the kubeconfig context's namespace, else "default"
     k8s_namespace: str | None = None
     k8s_ttl_seconds_after_finished: int = Field(default=3600, ge=0)

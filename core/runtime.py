@@ -19,6 +19,7 @@ from core.scheduler import Scheduler
 STORES: dict[str, tuple[str, str, str | None]] = {
     "memory": ("core.stores.memory", "MemoryStore", None),
     "sqlite": ("core.stores.sqlite", "SqliteStore", None),
+    "azure_table": ("core.stores.azure_table", "AzureTableStore", "azure"),
 }
 BACKENDS: dict[str, tuple[str, str, str | None]] = {
     "process": ("core.backends.process", "ProcessBackend", None),

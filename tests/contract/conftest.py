@@ -1,12 +1,15 @@
 """The `store` fixture, one param per JobStore implementation, and `make_job`.
 
-A new store joins the contract by adding its name to STORES and a branch to `_build`.
+A new store joins the contract by adding its name to STORES and a branch to `_build`. The
+azure_table store runs on a private Azurite (tests/azurite_env.py), started once per session.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,11 +18,13 @@ import pytest
 
 from core.models import Job
 from core.ports import JobStore
+from core.stores.azure_table import AzureTableStore
 from core.stores.memory import MemoryStore
 from core.stores.sqlite import SqliteStore
+from tests.azurite_env import AzuriteEnv, AzuriteUnavailable, start_azurite
 
 BASE = datetime(2025, 3, 1, 12, 0, 0, 123000, tzinfo=UTC)
-STORES = ["memory", "sqlite"]
+STORES = ["memory", "sqlite", "azure_table"]
 
 MakeJob = Callable[..., Job]
 
@@ -39,17 +44,47 @@ def make_job(**overrides: Any) -> Job:
     return Job(**fields)
 
 
-def _build(name: str, tmp_path: Path) -> JobStore:
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzuriteEnv]:
+    """A private Azurite Table service for the whole session. Without azurite installed this
+    skips, except in CI (`CI` set), where it fails: never skipped silently there."""
+    try:
+        if importlib.util.find_spec("azure.data.tables") is None:
+            raise AzuriteUnavailable("azure-data-tables is missing: pip install -e '.[azure]'")
+        env = start_azurite(tmp_path_factory.mktemp("azurite"))
+    except AzuriteUnavailable as exc:
+        if _in_ci():
+            pytest.fail(f"{exc} (CI is set, so this is not skipped)", pytrace=False)
+        pytest.skip(str(exc))
+    try:
+        yield env
+    finally:
+        env.stop()
+
+
+def fresh_table() -> str:
+    """A table name no other test uses, so tests on one Azurite never see each other's rows."""
+    return "t" + uuid.uuid4().hex[:12]
+
+
+def _build(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> JobStore:
     if name == "memory":
         return MemoryStore()
     if name == "sqlite":
         return SqliteStore(tmp_path / "db" / "jobs.db")
+    if name == "azure_table":
+        env: AzuriteEnv = request.getfixturevalue("azurite")
+        return AzureTableStore(fresh_table(), connection_string=env.connection_string)
     raise ValueError(f"unknown store {name}")
 
 
 @pytest.fixture(params=STORES)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[JobStore]:
-    built = _build(request.param, tmp_path)
+    built = _build(request.param, request, tmp_path)
     await built.open()
     await built.open()  # open is idempotent
     try:

@@ -1,0 +1,279 @@
+"""The row layout of the Azure Table store (the design is in core/stores/azure_table.py).
+
+Every row a job needs is computed from the job alone (`job_entity`, `key_rows`, `index_rows`), so
+a write diffs the rows of the stored job against those of the new one (`plan`) and applies the
+difference in the same entity group transaction as the job row itself.
+
+The Azure SDK is imported on first use (`sdk()`), never when this module is imported.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from typing import TYPE_CHECKING, Any, NamedTuple
+from urllib.parse import quote
+
+from core.errors import BadRequest, ConfigError, PayloadTooLarge
+from core.models import MAX_PRIORITY, Job, JobState, to_ms
+
+if TYPE_CHECKING:
+    from azure.core import MatchConditions
+    from azure.core.credentials import AzureSasCredential
+    from azure.core.exceptions import (
+        HttpResponseError,
+        ResourceExistsError,
+        ResourceModifiedError,
+        ResourceNotFoundError,
+    )
+    from azure.data.tables import EdmType, EntityProperty, TableTransactionError, UpdateMode
+    from azure.data.tables.aio import TableServiceClient
+
+INSTALL_HINT = "pip install 'bot-scheduler[azure]'"
+
+JOBS = "jobs"  # the partition of job rows, key rows and index rows: one transaction scope
+LEASES = "lease"
+ALL = "*"  # the list scope of all tenants; never a tenant's scope (`part` escapes '*')
+CHUNK_UNITS = 32_000  # a string property holds 64 KiB of UTF-16: at most 32,768 code units
+MAX_CHUNKS = 15  # 15 x 32,000 UTF-16 units = 960,000 bytes, under the 1 MiB entity limit
+MAX_ID_BYTES = 128  # job ids appear (hex-encoded) in RowKeys, which are limited to 1 KiB
+MAX_PART = 200
+MS_MAX = 10**15 - 1  # epoch milliseconds as 15 digits (until the year 33658)
+KEY_FIELDS = ("dedupKey", "idempotencyKey")
+
+Entity = dict[str, Any]
+Op = tuple[str, Entity, dict[str, Any]]  # (operation, entity, keyword arguments)
+
+
+class Sdk(NamedTuple):
+    """The parts of azure-core and azure-data-tables the store uses, loaded on first use."""
+
+    service_client: type[TableServiceClient]
+    sas_credential: type[AzureSasCredential]
+    entity_property: type[EntityProperty]
+    edm_type: type[EdmType]
+    update_mode: type[UpdateMode]
+    match_conditions: type[MatchConditions]
+    transaction_error: type[TableTransactionError]
+    not_found: type[ResourceNotFoundError]
+    exists: type[ResourceExistsError]
+    modified: type[ResourceModifiedError]
+    http_error: type[HttpResponseError]
+
+
+@functools.cache
+def sdk() -> Sdk:
+    try:
+        import aiohttp  # noqa: F401  (the async transport of azure-core needs it at request time)
+        from azure.core import MatchConditions
+        from azure.core.credentials import AzureSasCredential
+        from azure.core.exceptions import (
+            HttpResponseError,
+            ResourceExistsError,
+            ResourceModifiedError,
+            ResourceNotFoundError,
+        )
+        from azure.data.tables import EdmType, EntityProperty, TableTransactionError, UpdateMode
+        from azure.data.tables.aio import TableServiceClient
+    except ImportError as exc:
+        raise ConfigError(
+            f"the Azure Table store needs azure-data-tables and aiohttp: {INSTALL_HINT}"
+        ) from exc
+    return Sdk(
+        TableServiceClient, AzureSasCredential, EntityProperty, EdmType, UpdateMode,
+        MatchConditions, TableTransactionError, ResourceNotFoundError, ResourceExistsError,
+        ResourceModifiedError, HttpResponseError,
+    )  # fmt: skip
+
+
+# -- values --
+
+
+def int64(value: int) -> EntityProperty:
+    """An Edm.Int64 value: epoch milliseconds overflow the Int32 an untyped int may become."""
+    return sdk().entity_property(value, sdk().edm_type.INT64)
+
+
+def as_int(value: Any) -> int:
+    """An integer property as read back (Int64 values come back as EntityProperty tuples)."""
+    return int(value[0] if isinstance(value, tuple) else value)
+
+
+def ms(moment: Any) -> int:
+    return min(max(to_ms(moment), 0), MS_MAX)
+
+
+def part(text: str) -> str:
+    """A user string as a key part: no '/', '\\', '#', '?', '|' or control characters (all
+    percent-escaped), and bounded (a long one is hashed; '%%' never occurs in escaped text)."""
+    quoted = quote(text, safe="")
+    if len(quoted) <= MAX_PART:
+        return quoted
+    return "%%" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def check_id(job_id: str) -> None:
+    if not job_id or len(job_id.encode()) > MAX_ID_BYTES:
+        raise BadRequest(f"job ids are 1 to {MAX_ID_BYTES} bytes long in the Azure Table store")
+
+
+def asc(job_id: str) -> str:
+    """The id as a key part that sorts like the id itself (hex of its UTF-8)."""
+    return job_id.encode().hex()
+
+
+def desc(job_id: str) -> str:
+    """The id as a key part that sorts like the id, reversed: each byte complemented, then '~'
+    (above every hex digit), so that a longer id sorts before its own prefix."""
+    return bytes(255 - byte for byte in job_id.encode()).hex() + "~"
+
+
+def prefix_range(prefix: str) -> str:
+    """A filter on the RowKeys starting with `prefix` (which ends with '|')."""
+    upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    return f"RowKey ge '{prefix}' and RowKey lt '{upper}'"
+
+
+# -- row keys --
+
+
+def job_key(job_id: str) -> str:
+    return "j|" + quote(job_id, safe="")
+
+
+def queue_key(job: Job) -> str:
+    return f"q|{MAX_PRIORITY - job.priority:03d}|{ms(job.sort_time):015d}|{asc(job.id)}"
+
+
+def deadline_key(deadline_ms: int, job_id: str) -> str:
+    return f"d|{deadline_ms:015d}|{asc(job_id)}"
+
+
+def active_key(job_id: str) -> str:
+    return "a|" + quote(job_id, safe="")
+
+
+def list_prefix(tenant: str | None) -> str:
+    return f"l|{ALL if tenant is None else part(tenant)}|"
+
+
+def list_key(tenant: str | None, created_ms: int, job_id: str) -> str:
+    return f"{list_prefix(tenant)}{MS_MAX - created_ms:015d}|{desc(job_id)}"
+
+
+def key_key(field: str, tenant: str, key: str) -> str:
+    return f"k|{field}|{part(tenant)}|{part(key)}"
+
+
+# -- rows --
+
+
+def split_utf16(text: str, units: int) -> list[str]:
+    """`text` in pieces of at most `units` UTF-16 code units, never splitting a surrogate pair."""
+    raw = text.encode("utf-16-le")
+    pieces, start = [], 0
+    while start < len(raw):
+        end = min(start + 2 * units, len(raw))
+        if end < len(raw) and 0xD8 <= raw[end - 1] <= 0xDB:  # ends on a high surrogate
+            end -= 2
+        pieces.append(raw[start:end].decode("utf-16-le"))
+        start = end
+    return pieces
+
+
+def data_name(index: int) -> str:
+    return "data" if index == 0 else f"data{index}"
+
+
+def job_entity(job: Job) -> Entity:
+    """The job row: the job's JSON (in `data`, `data1`, ... when it exceeds one property) and
+    typed copies of the fields an operator filters on."""
+    chunks = split_utf16(job.model_dump_json(exclude={"version"}), CHUNK_UNITS)
+    if len(chunks) > MAX_CHUNKS:
+        raise PayloadTooLarge(
+            f"the job is larger than the Azure Table store keeps ({MAX_CHUNKS * CHUNK_UNITS} "
+            "UTF-16 code units of JSON)"
+        )
+    entity: Entity = {
+        "PartitionKey": JOBS,
+        "RowKey": job_key(job.id),
+        "jobId": job.id,
+        "tenant": job.tenant,
+        "state": job.status.value,
+        "priority": job.priority,
+        "sortMs": int64(ms(job.sort_time)),
+        "notBeforeMs": int64(ms(job.notBefore)),
+        "createdMs": int64(ms(job.createdAt)),
+        "updatedMs": int64(ms(job.updatedAt)),
+        "chunks": len(chunks),
+    }
+    if job.deadline is not None:
+        entity["deadlineMs"] = int64(ms(job.deadline))
+    for index, chunk in enumerate(chunks):
+        entity[data_name(index)] = chunk
+    return entity
+
+
+def job_from_entity(entity: Any) -> Job:
+    text = "".join(entity[data_name(index)] for index in range(as_int(entity["chunks"])))
+    job = Job.model_validate_json(text)
+    job.version = entity.metadata["etag"]
+    return job
+
+
+def key_rows(job: Job) -> dict[str, Entity]:
+    """One row per dedup or idempotency key, naming the job that holds it."""
+    rows: dict[str, Entity] = {}
+    for field in KEY_FIELDS:
+        key = getattr(job, field)
+        if key is not None:
+            rows[key_key(field, job.tenant, key)] = {
+                "jobId": job.id, "tenant": job.tenant, "field": field, "key": key,
+            }  # fmt: skip
+    return rows
+
+
+def index_rows(job: Job) -> dict[str, Entity]:
+    """The index rows the job has in its current state: two list rows (its tenant's and all
+    tenants'), a queue row and a deadline row while queued, an active row while active."""
+    created = ms(job.createdAt)
+    listed: Entity = {"jobId": job.id, "createdMs": int64(created), "state": job.status.value}
+    rows = {list_key(job.tenant, created, job.id): listed, list_key(None, created, job.id): listed}
+    if job.status is JobState.QUEUED:
+        rows[queue_key(job)] = {"jobId": job.id, "notBeforeMs": int64(ms(job.notBefore))}
+        if job.deadline is not None:
+            rows[deadline_key(ms(job.deadline), job.id)] = {"jobId": job.id}
+    if job.status.active:
+        rows[active_key(job.id)] = {"jobId": job.id}
+    return rows
+
+
+def _row(row_key: str, properties: Entity) -> Entity:
+    return {"PartitionKey": JOBS, "RowKey": row_key, **properties}
+
+
+def plan(old: Job | None, new: Job, etag: str | None, missing: frozenset[str]) -> list[Op]:
+    """The transaction that writes `new` over `old` (the stored job, None for a create) at
+    `etag`: the job row first, then new key rows (create: a taken key fails the transaction),
+    then the deletions and upserts of index rows. Rows in `missing` are not deleted."""
+    s = sdk()
+    job_row = job_entity(new)
+    if old is None:
+        ops: list[Op] = [("create", job_row, {})]
+    else:
+        condition = {"etag": etag, "match_condition": s.match_conditions.IfNotModified}
+        ops = [("update", job_row, {"mode": s.update_mode.REPLACE, **condition})]
+    old_keys = key_rows(old) if old else {}
+    new_keys = key_rows(new)
+    ops += [("create", _row(rk, row), {}) for rk, row in new_keys.items() if rk not in old_keys]
+    old_index = index_rows(old) if old else {}
+    new_index = index_rows(new)
+    gone = [rk for rk in (*old_keys, *old_index) if rk not in new_keys and rk not in new_index]
+    ops += [("delete", _row(rk, {}), {}) for rk in gone if rk not in missing]
+    replace = {"mode": s.update_mode.REPLACE}
+    ops += [
+        ("upsert", _row(rk, row), replace)
+        for rk, row in new_index.items()
+        if old_index.get(rk) != row
+    ]
+    return ops
