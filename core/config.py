@@ -54,6 +54,9 @@ _VARIABLES: dict[str, tuple[str, tuple[str, ...]]] = {
     "AZURE_STORAGE_CONNECTION_STRING": ("azure_storage_connection_string", ()),
     "AZURE_STORAGE_ACCOUNT_URL": ("azure_storage_account_url", ()),
     "AZURE_TABLE_NAME": ("azure_table_name", ()),
+    "AZURE_SUBSCRIPTION_ID": ("azure_subscription_id", ()),
+    "AZURE_RESOURCE_GROUP": ("azure_resource_group", ()),
+    "AZURE_JOB_NAME": ("azure_job_name", ()),
     "K8S_NAMESPACE": ("k8s_namespace", ()),
     "K8S_TTL_SECONDS_AFTER_FINISHED": ("k8s_ttl_seconds_after_finished", ()),
     "K8S_SERVICE_ACCOUNT": ("k8s_service_account", ()),
@@ -98,6 +101,10 @@ class Settings(BaseModel):
     azure_storage_connection_string: str | None = Field(default=None, repr=False)
     azure_storage_account_url: str | None = Field(default=None, repr=False)  # may carry a SAS
     azure_table_name: str = Field(default="botschedjobs", pattern=r"^[A-Za-z][A-Za-z0-9]{2,62}$")
+    # PLATFORM=azure: the Container Apps Job whose executions run the bots
+    azure_subscription_id: str | None = None
+    azure_resource_group: str | None = None
+    azure_job_name: str | None = None
     # unset: the service account's or the kubeconfig context's namespace, else "default"
     k8s_namespace: str | None = None
     k8s_ttl_seconds_after_finished: int = Field(default=3600, ge=0)

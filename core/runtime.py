@@ -27,6 +27,8 @@ BACKENDS: dict[str, tuple[str, str, str | None]] = {
     "docker": ("core.backends.podman", "PodmanBackend", None),
     "kubernetes": ("core.backends.kubernetes", "KubernetesBackend", None),
     "k8s": ("core.backends.kubernetes", "KubernetesBackend", None),
+    "azure": ("core.backends.azure_container_apps", "ContainerAppsBackend", "azure"),
+    "azure-container-apps": ("core.backends.azure_container_apps", "ContainerAppsBackend", "azure"),
 }
 
 
