@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 # the cloud extras too: their stores, backends and handlers are tested (and type-checked) here
-EXTRAS := dev,aws,azure,kubernetes
+EXTRAS := dev,aws,azure,gcp,kubernetes
 AZURITE_DIR := .azurite
 AZURITE_STAMP := $(AZURITE_DIR)/.installed-stamp
 

@@ -57,6 +57,12 @@ _VARIABLES: dict[str, tuple[str, tuple[str, ...]]] = {
     "AZURE_SUBSCRIPTION_ID": ("azure_subscription_id", ()),
     "AZURE_RESOURCE_GROUP": ("azure_resource_group", ()),
     "AZURE_JOB_NAME": ("azure_job_name", ()),
+    "GCP_PROJECT_ID": ("gcp_project_id", ()),
+    "GCP_REGION": ("gcp_region", ()),
+    "GCP_JOB_NAME": ("gcp_job_name", ()),
+    "FIRESTORE_DATABASE": ("firestore_database", ()),
+    "FIRESTORE_COLLECTION": ("firestore_collection", ()),
+    "FIRESTORE_EMULATOR_HOST": ("firestore_emulator_host", ()),
     "K8S_NAMESPACE": ("k8s_namespace", ()),
     "K8S_TTL_SECONDS_AFTER_FINISHED": ("k8s_ttl_seconds_after_finished", ()),
     "K8S_SERVICE_ACCOUNT": ("k8s_service_account", ()),
@@ -105,6 +111,13 @@ class Settings(BaseModel):
     azure_subscription_id: str | None = None
     azure_resource_group: str | None = None
     azure_job_name: str | None = None
+    # Google Cloud: None uses the project of the Application Default Credentials
+    gcp_project_id: str | None = None
+    gcp_region: str | None = None
+    gcp_job_name: str | None = None
+    firestore_database: str = "(default)"
+    firestore_collection: str = "botsched_jobs"
+    firestore_emulator_host: str | None = None
     # unset: the service account's or the kubeconfig context's namespace, else "default"
     k8s_namespace: str | None = None
     k8s_ttl_seconds_after_finished: int = Field(default=3600, ge=0)

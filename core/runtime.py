@@ -20,6 +20,7 @@ STORES: dict[str, tuple[str, str, str | None]] = {
     "memory": ("core.stores.memory", "MemoryStore", None),
     "sqlite": ("core.stores.sqlite", "SqliteStore", None),
     "azure_table": ("core.stores.azure_table", "AzureTableStore", "azure"),
+    "firestore": ("core.stores.firestore", "FirestoreStore", "gcp"),
 }
 BACKENDS: dict[str, tuple[str, str, str | None]] = {
     "process": ("core.backends.process", "ProcessBackend", None),
@@ -29,6 +30,8 @@ BACKENDS: dict[str, tuple[str, str, str | None]] = {
     "k8s": ("core.backends.kubernetes", "KubernetesBackend", None),
     "azure": ("core.backends.azure_container_apps", "ContainerAppsBackend", "azure"),
     "azure-container-apps": ("core.backends.azure_container_apps", "ContainerAppsBackend", "azure"),
+    "cloudrun": ("core.backends.cloud_run", "CloudRunBackend", "gcp"),
+    "gcp": ("core.backends.cloud_run", "CloudRunBackend", "gcp"),
 }
 
 

@@ -1,7 +1,8 @@
 """The `store` fixture, one param per JobStore implementation, and `make_job`.
 
 A new store joins the contract by adding its name to STORES and a branch to `_build`. The
-azure_table store runs on a private Azurite (tests/azurite_env.py), started once per session.
+azure_table store runs on a private Azurite (tests/azurite_env.py), started once per session;
+the firestore store on a private Firestore emulator (tests/gcloud_env.py), likewise.
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ import pytest
 from core.models import Job
 from core.ports import JobStore
 from core.stores.azure_table import AzureTableStore
+from core.stores.firestore import FirestoreStore
 from core.stores.memory import MemoryStore
 from core.stores.sqlite import SqliteStore
 from tests.azurite_env import AzuriteEnv, AzuriteUnavailable, start_azurite
+from tests.gcloud_env import EmulatorUnavailable, FirestoreEmulator, start_firestore
 
 BASE = datetime(2025, 3, 1, 12, 0, 0, 123000, tzinfo=UTC)
-STORES = ["memory", "sqlite", "azure_table"]
+STORES = ["memory", "sqlite", "azure_table", "firestore"]
 
 MakeJob = Callable[..., Job]
 
@@ -71,6 +74,36 @@ def fresh_table() -> str:
     return "t" + uuid.uuid4().hex[:12]
 
 
+@pytest.fixture(scope="session")
+def firestore_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FirestoreEmulator]:
+    """A private Firestore emulator for the whole session. Without gcloud (or Java, or
+    google-cloud-firestore) this skips, except in CI (`CI` set), where it fails."""
+    try:
+        if not _installed("google.cloud.firestore_v1"):
+            raise EmulatorUnavailable("google-cloud-firestore is missing: pip install -e '.[gcp]'")
+        env = start_firestore(tmp_path_factory.mktemp("firestore"))
+    except EmulatorUnavailable as exc:
+        if _in_ci():
+            pytest.fail(f"{exc} (CI is set, so this is not skipped)", pytrace=False)
+        pytest.skip(str(exc))
+    try:
+        yield env
+    finally:
+        env.stop()
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
+
+
+def fresh_collection() -> str:
+    """A collection no other test uses, so tests on one emulator never see each other's jobs."""
+    return "c" + uuid.uuid4().hex[:12]
+
+
 def _build(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> JobStore:
     if name == "memory":
         return MemoryStore()
@@ -79,6 +112,11 @@ def _build(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> JobStor
     if name == "azure_table":
         env: AzuriteEnv = request.getfixturevalue("azurite")
         return AzureTableStore(fresh_table(), connection_string=env.connection_string)
+    if name == "firestore":
+        emulator: FirestoreEmulator = request.getfixturevalue("firestore_emulator")
+        return FirestoreStore(
+            emulator.project, collection=fresh_collection(), emulator_host=emulator.host
+        )
     raise ValueError(f"unknown store {name}")
 
 
