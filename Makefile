@@ -1,5 +1,6 @@
-# Every target installs what it needs into ./.venv first; `make test` also installs Podman
-# (from Debian packages, when missing) for the real-container tests.
+# Every target installs what it needs into ./.venv first. `make test` also installs Podman (from
+# Debian packages, when missing), Azurite (npm, into ./.azurite) and Pyodide with the Worker's
+# wheels (npm and PyPI, into ./.pyodide) for the tests on real parts.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -9,7 +10,7 @@ EXTRAS := dev,aws,azure,gcp,kubernetes
 AZURITE_DIR := .azurite
 AZURITE_STAMP := $(AZURITE_DIR)/.installed-stamp
 
-.PHONY: setup run test lint format bench clean azurite
+.PHONY: setup run test lint format bench clean azurite pyodide
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,7 +33,11 @@ $(AZURITE_STAMP):
 
 azurite: $(AZURITE_STAMP)
 
-test: setup azurite
+# Pyodide (npm) and the wheels the Cloudflare Worker runs on, into ./.pyodide (once)
+pyodide: setup
+	$(BIN)/python -m tests.pyodide_env
+
+test: setup azurite pyodide
 	bash scripts/podman-test-env.sh install
 	$(BIN)/python -m pytest -q
 
@@ -49,4 +54,4 @@ bench: setup
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) $(AZURITE_DIR) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(AZURITE_DIR) .pyodide .pytest_cache .mypy_cache .ruff_cache *.egg-info

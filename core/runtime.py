@@ -21,6 +21,7 @@ STORES: dict[str, tuple[str, str, str | None]] = {
     "sqlite": ("core.stores.sqlite", "SqliteStore", None),
     "azure_table": ("core.stores.azure_table", "AzureTableStore", "azure"),
     "firestore": ("core.stores.firestore", "FirestoreStore", "gcp"),
+    "d1": ("core.stores.d1", "D1Store", None),
 }
 BACKENDS: dict[str, tuple[str, str, str | None]] = {
     "process": ("core.backends.process", "ProcessBackend", None),
@@ -32,6 +33,7 @@ BACKENDS: dict[str, tuple[str, str, str | None]] = {
     "azure-container-apps": ("core.backends.azure_container_apps", "ContainerAppsBackend", "azure"),
     "cloudrun": ("core.backends.cloud_run", "CloudRunBackend", "gcp"),
     "gcp": ("core.backends.cloud_run", "CloudRunBackend", "gcp"),
+    "cloudflare": ("core.backends.cloudflare", "CloudflareContainersBackend", None),
 }
 
 

@@ -20,14 +20,16 @@ import pytest
 from core.models import Job
 from core.ports import JobStore
 from core.stores.azure_table import AzureTableStore
+from core.stores.d1 import D1Store
 from core.stores.firestore import FirestoreStore
 from core.stores.memory import MemoryStore
 from core.stores.sqlite import SqliteStore
 from tests.azurite_env import AzuriteEnv, AzuriteUnavailable, start_azurite
+from tests.d1_fake import D1Database
 from tests.gcloud_env import EmulatorUnavailable, FirestoreEmulator, start_firestore
 
 BASE = datetime(2025, 3, 1, 12, 0, 0, 123000, tzinfo=UTC)
-STORES = ["memory", "sqlite", "azure_table", "firestore"]
+STORES = ["memory", "sqlite", "azure_table", "firestore", "d1"]
 
 MakeJob = Callable[..., Job]
 
@@ -117,6 +119,8 @@ def _build(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> JobStor
         return FirestoreStore(
             emulator.project, collection=fresh_collection(), emulator_host=emulator.host
         )
+    if name == "d1":
+        return D1Store(D1Database(tmp_path / "d1.db"))
     raise ValueError(f"unknown store {name}")
 
 

@@ -1,0 +1,199 @@
+"""Cloudflare Python Workers: the Worker entry (`main` in wrangler.toml).
+
+`Default` is a `WorkerEntrypoint` (the workers SDK). `fetch` serves the same Starlette app as every
+other platform through the SDK's ASGI bridge (`asgi.fetch(app, request, env)`); `scheduled` (the
+cron triggers in wrangler.toml) runs one `drain_once`: recover, poll, expire and dispatch.
+
+Settings come from the Worker's bindings (`[vars]` and secrets, which are strings), never from
+`os.environ`. Cloudflare defaults fill what is unset: SCHEDULER_STORE=d1 and PLATFORM=cloudflare,
+i.e. the D1 store on the `DB` binding and the Cloudflare Containers backend on the `BOTS` Durable
+Object binding. Another store or backend named in the settings is built as everywhere else.
+
+Per isolate, on first use: the settings, the runtime and the app. The SDK's bridge runs the app's
+lifespan around every request, and the app closes its runtime on lifespan shutdown; the bindings
+hold nothing to release, so this runtime's `close` keeps the scheduler for the next request.
+
+The app serves beyond loopback, so it is built with `exposed=True`: SCHEDULER_API_KEYS must be set
+(`wrangler secret put SCHEDULER_API_KEYS`) or SCHEDULER_AUTH_DISABLED=true. A configuration error
+is not cached: a request gets a 500 JSON error naming it, a scheduled run raises it (it shows in
+`wrangler tail` and the dashboard).
+
+Only modules that run under Pyodide are imported on this path (starlette, pydantic, the core); the
+workers SDK exists only inside the Workers runtime, so outside it (CPython tests, type checks) a
+small stand-in base class takes `WorkerEntrypoint`'s place and `fetch` is not available.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from starlette.applications import Starlette
+from starlette.types import Receive, Scope, Send
+
+from core.api import create_app
+from core.config import _VARIABLES, Settings
+from core.errors import ConfigError
+from core.http import error_response
+from core.ports import Backend, JobStore
+from core.runtime import Runtime, build_backend, build_store
+from core.scheduler import Scheduler
+
+
+class _Entrypoint:
+    """`WorkerEntrypoint`'s shape, for CPython (tests, type checks): it is not a Worker there."""
+
+    def __init__(self, ctx: Any, env: Any) -> None:
+        self.ctx = ctx
+        self.env = env
+
+
+if TYPE_CHECKING:
+    WorkerEntrypoint = _Entrypoint
+else:
+    try:
+        from workers import WorkerEntrypoint  # the workers SDK: only inside the Workers runtime
+    except ImportError:
+        WorkerEntrypoint = _Entrypoint
+
+
+log = logging.getLogger("botsched.cloudflare")
+
+CLOUDFLARE_DEFAULTS = {"SCHEDULER_STORE": "d1", "PLATFORM": "cloudflare"}
+D1_BINDING = "DB"
+CONTAINERS_BINDING = "BOTS"
+
+
+def variable_names() -> list[str]:
+    names: list[str] = []
+    for variable, (_field, aliases) in _VARIABLES.items():
+        names += [variable, *aliases]
+    return names
+
+
+def bindings_as_env(env: Any) -> dict[str, str]:
+    """The Worker's string-like bindings that name a setting, as an env mapping."""
+    found: dict[str, str] = {}
+    for name in variable_names():
+        value = getattr(env, name, None)
+        if isinstance(value, bool):
+            found[name] = "true" if value else "false"
+        elif isinstance(value, str | int | float):
+            found[name] = str(value)
+    return found
+
+
+def settings_from_bindings(env: Any) -> Settings:
+    merged: dict[str, str] = dict(CLOUDFLARE_DEFAULTS)
+    merged.update({k: v for k, v in bindings_as_env(env).items() if v.strip()})
+    return Settings.from_env(merged)
+
+
+def _binding(env: Any, name: str, what: str) -> Any:
+    binding = getattr(env, name, None)
+    if binding is None:
+        raise ConfigError(f"the {what} needs the Worker binding {name} (see wrangler.toml)")
+    return binding
+
+
+def build_worker_store(settings: Settings, env: Any) -> JobStore:
+    if settings.store != "d1":
+        return build_store(settings)
+    from core.stores.d1 import D1Store
+
+    return D1Store(_binding(env, D1_BINDING, "d1 store"))
+
+
+def build_worker_backend(settings: Settings, env: Any) -> Backend:
+    if settings.platform != "cloudflare":
+        return build_backend(settings)
+    from core.backends.cloudflare import CloudflareContainersBackend
+
+    return CloudflareContainersBackend(_binding(env, CONTAINERS_BINDING, "cloudflare backend"))
+
+
+class WorkerRuntime(Runtime):
+    """The Runtime on the Worker's bindings, kept for the isolate's life (see the module doc)."""
+
+    def __init__(self, settings: Settings, env: Any) -> None:
+        super().__init__(settings)
+        self.env = env
+
+    async def scheduler(self) -> Scheduler:
+        if self._scheduler is None:
+            async with self._lock:
+                if self._scheduler is None:
+                    store = build_worker_store(self.settings, self.env)
+                    await store.open()
+                    backend = build_worker_backend(self.settings, self.env)
+                    self._scheduler = Scheduler(store, backend, self.settings)
+        return self._scheduler
+
+    async def close(self) -> None:
+        return None  # bindings hold no connection; the next request reuses the scheduler
+
+    async def shutdown(self) -> None:
+        await super().close()
+
+
+@dataclass
+class Deployment:
+    settings: Settings
+    runtime: WorkerRuntime
+    app: Starlette
+
+
+_deployment: Deployment | None = None
+
+
+def deployment(env: Any) -> Deployment:
+    """This isolate's settings, runtime and app, built on first use. A failure is not cached."""
+    global _deployment
+    if _deployment is None:
+        settings = settings_from_bindings(env)
+        runtime = WorkerRuntime(settings, env)
+        app = create_app(settings, runtime, exposed=True)
+        _deployment = Deployment(settings, runtime, app)
+    return _deployment
+
+
+def reset() -> None:
+    """Forget this isolate's deployment. For tests."""
+    global _deployment
+    _deployment = None
+
+
+def config_error_app(message: str) -> Any:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        text = f"the scheduler is misconfigured: {message}"
+        await error_response(500, "config_error", text)(scope, receive, send)
+
+    return app
+
+
+async def drain(env: Any) -> dict[str, Any]:
+    """One drain (recover, poll, expire, dispatch); its report as JSON-ready dict."""
+    scheduler = await deployment(env).runtime.scheduler()
+    report = await scheduler.drain_once()
+    result: dict[str, Any] = report.model_dump(mode="json")
+    log.info("drain: %s", result)
+    return result
+
+
+class Default(WorkerEntrypoint):
+    """The Worker: HTTP through the ASGI bridge, cron triggers run the drain."""
+
+    async def fetch(self, request: Any) -> Any:
+        import asgi  # type: ignore[import-not-found]  # the workers SDK's ASGI bridge
+
+        try:
+            app: Any = deployment(self.env).app
+        except ConfigError as exc:
+            log.error("cannot serve: %s", exc.message)
+            app = config_error_app(exc.message)
+        return await asgi.fetch(app, request, self.env)
+
+    async def scheduled(self, controller: Any = None, *args: Any) -> None:
+        # (controller) or (controller, env, ctx): self.env is the SDK-wrapped env either way
+        await drain(self.env)
