@@ -69,6 +69,8 @@ _VARIABLES: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 DEFAULT_TENANT = "default"
+# Serverless packages are read-only: only /tmp takes the SQLite file and run data there.
+SERVERLESS_DEFAULTS = {"SCHEDULER_DATA_DIR": "/tmp/botsched"}
 
 
 class Settings(BaseModel):
@@ -136,9 +138,14 @@ class Settings(BaseModel):
         return value
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Parse settings from `env` (default: os.environ). Unknown variables are ignored."""
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, defaults: Mapping[str, str] | None = None
+    ) -> Settings:
+        """Parse settings from `env` (default: os.environ); `defaults` fill variables that are
+        unset or blank (a platform's own defaults). Unknown variables are ignored."""
         env = os.environ if env is None else env
+        if defaults:
+            env = {**defaults, **{name: value for name, value in env.items() if value.strip()}}
         values: dict[str, Any] = {}
         for variable, (field, aliases) in _VARIABLES.items():
             for name in (variable, *aliases):
@@ -168,6 +175,11 @@ class Settings(BaseModel):
     def tenant_for(self, api_key: str) -> str | None:
         """The tenant an API key belongs to, compared in constant time over the stored hashes."""
         return tenant_for_key(self.api_keys, api_key)
+
+
+def variable_names() -> list[str]:
+    """Every variable Settings reads, aliases included."""
+    return [name for variable, (_, aliases) in _VARIABLES.items() for name in (variable, *aliases)]
 
 
 def hash_key(api_key: str) -> str:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -39,7 +38,7 @@ from starlette.applications import Starlette
 from starlette.types import Receive, Scope, Send
 
 from core.api import create_app
-from core.config import Settings
+from core.config import SERVERLESS_DEFAULTS, Settings
 from core.errors import ConfigError
 from core.http import error_response
 from core.runtime import Runtime
@@ -49,8 +48,6 @@ if TYPE_CHECKING:  # mangum is imported on first use, never at import time
 
 log = logging.getLogger("botsched.aws")
 
-# Lambda's only writable place is /tmp.
-LAMBDA_DEFAULTS = {"SCHEDULER_DATA_DIR": "/tmp/botsched"}
 
 LambdaEvent = dict[str, Any]
 Adapter = Callable[[LambdaEvent, Any], dict[str, Any]]
@@ -113,12 +110,7 @@ def handle_schedule(event: LambdaEvent, context: Any) -> dict[str, Any]:
 
 def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
     """Settings from `env` (default: os.environ); Lambda defaults fill unset variables."""
-    env = os.environ if env is None else env
-    merged = dict(env)
-    for name, value in LAMBDA_DEFAULTS.items():
-        if not merged.get(name, "").strip():
-            merged[name] = value
-    return Settings.from_env(merged)
+    return Settings.from_env(env, defaults=SERVERLESS_DEFAULTS)
 
 
 def deployment() -> Deployment:

@@ -40,7 +40,6 @@ submit (Starlette runs that background task inside the call), as on Lambda.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -49,7 +48,7 @@ from starlette.applications import Starlette
 from starlette.types import Receive, Scope, Send
 
 from core.api import create_app
-from core.config import Settings
+from core.config import SERVERLESS_DEFAULTS, Settings
 from core.errors import ConfigError
 from core.http import error_response
 from core.models import DrainReport
@@ -67,9 +66,6 @@ DEFAULT_SCHEDULES = {
     POLL_SCHEDULE_SETTING: "*/15 * * * * *",  # every 15 seconds
 }
 
-# The deployed package (/home/site/wwwroot) is read-only; /tmp is writable on every plan.
-AZURE_DEFAULTS = {"SCHEDULER_DATA_DIR": "/tmp/botsched"}
-
 
 @dataclass
 class Deployment:
@@ -86,12 +82,7 @@ _deployment: Deployment | None = None
 def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
     """Settings from `env` (default: os.environ, where the app settings are); the Azure defaults
     fill unset variables."""
-    env = os.environ if env is None else env
-    merged = dict(env)
-    for name, value in AZURE_DEFAULTS.items():
-        if not merged.get(name, "").strip():
-            merged[name] = value
-    return Settings.from_env(merged)
+    return Settings.from_env(env, defaults=SERVERLESS_DEFAULTS)
 
 
 def deployment() -> Deployment:

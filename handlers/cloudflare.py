@@ -33,7 +33,7 @@ from starlette.applications import Starlette
 from starlette.types import Receive, Scope, Send
 
 from core.api import create_app
-from core.config import _VARIABLES, Settings
+from core.config import Settings, variable_names
 from core.errors import ConfigError
 from core.http import error_response
 from core.ports import Backend, JobStore
@@ -65,13 +65,6 @@ D1_BINDING = "DB"
 CONTAINERS_BINDING = "BOTS"
 
 
-def variable_names() -> list[str]:
-    names: list[str] = []
-    for variable, (_field, aliases) in _VARIABLES.items():
-        names += [variable, *aliases]
-    return names
-
-
 def bindings_as_env(env: Any) -> dict[str, str]:
     """The Worker's string-like bindings that name a setting, as an env mapping."""
     found: dict[str, str] = {}
@@ -85,9 +78,7 @@ def bindings_as_env(env: Any) -> dict[str, str]:
 
 
 def settings_from_bindings(env: Any) -> Settings:
-    merged: dict[str, str] = dict(CLOUDFLARE_DEFAULTS)
-    merged.update({k: v for k, v in bindings_as_env(env).items() if v.strip()})
-    return Settings.from_env(merged)
+    return Settings.from_env(bindings_as_env(env), defaults=CLOUDFLARE_DEFAULTS)
 
 
 def _binding(env: Any, name: str, what: str) -> Any:

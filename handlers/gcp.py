@@ -59,7 +59,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.api import create_app
-from core.config import Settings
+from core.config import SERVERLESS_DEFAULTS, Settings
 from core.errors import ConfigError
 from core.http import error_response
 from core.models import DrainReport
@@ -70,8 +70,6 @@ if TYPE_CHECKING:  # a dependency of functions-framework, which loads it
 
 log = logging.getLogger("botsched.gcp")
 
-# The deployed source (/workspace) is read-only; /tmp is writable (in memory).
-GCF_DEFAULTS = {"SCHEDULER_DATA_DIR": "/tmp/botsched"}
 # Seconds one tick keeps draining (every SCHEDULER_POLLING_INTERVAL); 0: one drain per tick.
 TICK_WINDOW_VARIABLE = "SCHEDULER_TICK_WINDOW_SECONDS"
 # Keys of the framework's route match, not the request's: the app matches the path itself.
@@ -101,12 +99,7 @@ _deployment: Deployment | None = None
 def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
     """Settings from `env` (default: os.environ); the Cloud Functions defaults fill unset
     variables."""
-    env = os.environ if env is None else env
-    merged = dict(env)
-    for name, value in GCF_DEFAULTS.items():
-        if not merged.get(name, "").strip():
-            merged[name] = value
-    return Settings.from_env(merged)
+    return Settings.from_env(env, defaults=SERVERLESS_DEFAULTS)
 
 
 def deployment() -> Deployment:

@@ -38,6 +38,7 @@ import pytest
 from azure.functions.decorators.function_app import Function
 from azure.functions.timer import TimerRequest, TimerRequestConverter
 
+from core.config import variable_names
 from core.errors import ConfigError
 from handlers import azure
 from tests.azurite_env import AzuriteEnv, AzuriteUnavailable, start_azurite
@@ -49,23 +50,7 @@ AUTH = {"x-api-key": KEY}
 JOBS = "/api/scheduler/jobs"
 MEETING = "https://meet.google.com/abc-defg-hij"
 SCHEDULE_SETTINGS = (azure.DRAIN_SCHEDULE_SETTING, azure.POLL_SCHEDULE_SETTING)
-SETTINGS_VARIABLES = (
-    "HOST",
-    "PLATFORM",
-    "BOT_COMMAND",
-    "MAX_JOBS",
-    "SCHEDULER_STORE",
-    "SCHEDULER_DATA_DIR",
-    "SCHEDULER_SQLITE_PATH",
-    "SCHEDULER_API_KEYS",
-    "SCHEDULER_AUTH_DISABLED",
-    "SCHEDULER_MAX_CONCURRENT_JOBS",
-    "SCHEDULER_MAX_CONCURRENT_PER_TENANT",
-    "SCHEDULER_JOIN_LEAD_SECONDS",
-    "AZURE_STORAGE_CONNECTION_STRING",
-    "AZURE_STORAGE_ACCOUNT_URL",
-    "AZURE_TABLE_NAME",
-)
+SETTINGS_VARIABLES = tuple(variable_names())
 STORE_NAMES = ["sqlite", "azure_table"]
 FINAL = ("completed", "failed", "cancelled")
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from core.config import variable_names
 from core.errors import ConfigError
 from core.models import DrainReport
 from handlers import aws
@@ -31,19 +32,7 @@ EVENTS = Path(__file__).parent / "events"
 KEY = "aws-test-key-1"
 JOBS = "/api/scheduler/jobs"
 URL = "https://meet.google.com/abc-defg-hij"
-SETTINGS_VARIABLES = (
-    "HOST",
-    "PLATFORM",
-    "BOT_COMMAND",
-    "MAX_JOBS",
-    "SCHEDULER_STORE",
-    "SCHEDULER_DATA_DIR",
-    "SCHEDULER_SQLITE_PATH",
-    "SCHEDULER_API_KEYS",
-    "SCHEDULER_AUTH_DISABLED",
-    "SCHEDULER_MAX_CONCURRENT_JOBS",
-    "SCHEDULER_MAX_CONCURRENT_PER_TENANT",
-)
+SETTINGS_VARIABLES = tuple(variable_names())
 
 
 @dataclass
