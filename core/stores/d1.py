@@ -33,8 +33,8 @@ from core.stores.sqlite import (
     RELEASE_LEASE_SQL,
     SCHEMA,
     UPDATE_SQL,
-    _list_sql,
-    _values,
+    list_sql,
+    row_values,
 )
 
 GET_SQL = "SELECT data, version FROM jobs WHERE id = ?"
@@ -83,7 +83,7 @@ class D1Store:
 
     async def create(self, job: Job) -> Job:
         try:
-            await self._run(INSERT_SQL, job.id, *_values(job))
+            await self._run(INSERT_SQL, job.id, *row_values(job))
         except Exception as exc:
             if not _is_unique_violation(exc):
                 raise
@@ -101,7 +101,7 @@ class D1Store:
         limit: int = 50,
         cursor: str | None = None,
     ) -> Page:
-        sql, params = _list_sql(tenant, status, cursor)
+        sql, params = list_sql(tenant, status, cursor)
         records = await self._all(sql, *params, limit + 1)
         page = records[:limit]
         next_cursor = None
@@ -132,7 +132,7 @@ class D1Store:
         except ValueError:
             expected = -1  # no stored version can match
         try:
-            changed = await self._run(UPDATE_SQL, *_values(job), job.id, expected)
+            changed = await self._run(UPDATE_SQL, *row_values(job), job.id, expected)
         except Exception as exc:
             if not _is_unique_violation(exc):
                 raise

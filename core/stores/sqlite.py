@@ -132,7 +132,7 @@ def _enable_wal(connection: sqlite3.Connection) -> None:
             time.sleep(0.01)
 
 
-def _values(job: Job) -> tuple[Any, ...]:
+def row_values(job: Job) -> tuple[Any, ...]:
     """The job's column values, in `_COLUMNS` order."""
     return (
         job.tenant,
@@ -154,7 +154,7 @@ def _job(row: Row) -> Job:
     return job
 
 
-def _list_sql(tenant: str | None, status: JobState | None, cursor: str | None) -> tuple[str, Row]:
+def list_sql(tenant: str | None, status: JobState | None, cursor: str | None) -> tuple[str, Row]:
     where: list[str] = []
     params: list[Any] = []
     if tenant is not None:
@@ -198,7 +198,7 @@ class SqliteStore:
         limit: int = 50,
         cursor: str | None = None,
     ) -> Page:
-        sql, params = _list_sql(tenant, status, cursor)
+        sql, params = list_sql(tenant, status, cursor)
         rows = await self._call(self._query, sql, *params, limit + 1)
         page = rows[:limit]
         next_cursor = encode_cursor(page[-1][2], page[-1][3]) if len(rows) > limit else None
@@ -268,7 +268,7 @@ class SqliteStore:
 
     def _create(self, job: Job) -> Job:
         try:
-            self._execute(INSERT_SQL, job.id, *_values(job))
+            self._execute(INSERT_SQL, job.id, *row_values(job))
         except sqlite3.IntegrityError:
             raise self._duplicate(job) from None
         return job.model_copy(deep=True, update={"version": "1"})
@@ -279,7 +279,7 @@ class SqliteStore:
         except ValueError:
             expected = -1  # no stored version can match
         try:
-            changed = self._execute(UPDATE_SQL, *_values(job), job.id, expected)
+            changed = self._execute(UPDATE_SQL, *row_values(job), job.id, expected)
         except sqlite3.IntegrityError:
             raise self._duplicate(job) from None
         if changed == 0:

@@ -13,7 +13,7 @@ import pytest
 from core.errors import Conflict, DuplicateKey, NotFound
 from core.models import ExecutionRef, Job, JobState
 from core.ports import JobStore
-from core.stores.sqlite import ACTIVE_SQL, DUE_SQL, EXPIRING_SQL, SqliteStore, _list_sql
+from core.stores.sqlite import ACTIVE_SQL, DUE_SQL, EXPIRING_SQL, SqliteStore, list_sql
 from tests.contract.conftest import BASE, MakeJob
 
 NOW = BASE + timedelta(hours=1)
@@ -506,7 +506,7 @@ async def test_sqlite_query_plans_use_indexes(tmp_path: Path, make_job: MakeJob)
 
     for tenant in ("t1", None):
         for status in (JobState.QUEUED, None):
-            sql, params = _list_sql(tenant, status, None)
+            sql, params = list_sql(tenant, status, None)
             listing = _plan(path, sql, (*params, 10))
             assert any("USING INDEX" in detail for detail in listing), listing
             assert not any("TEMP B-TREE" in detail for detail in listing), listing
