@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import os
+import importlib.util
 from collections.abc import Iterator
 
 import pytest
 
+from tests.azurite_env import AzuriteEnv, AzuriteUnavailable, start_azurite
+from tests.ci import unavailable
 from tests.podman_env import PodmanEnv, PodmanUnavailable, start_podman
 
 
@@ -23,9 +25,22 @@ def podman(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PodmanEnv]:
     try:
         env = start_podman(root)
     except PodmanUnavailable as exc:
-        if os.environ.get("CI", "").lower() not in ("", "0", "false", "no"):
-            pytest.fail(f"{exc} (CI is set, so this is not skipped)", pytrace=False)
-        pytest.skip(str(exc))
+        unavailable(exc)
+    try:
+        yield env
+    finally:
+        env.stop()
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzuriteEnv]:
+    """A private Azurite Table service for the whole session (`make test` installs it)."""
+    try:
+        if importlib.util.find_spec("azure.data.tables") is None:
+            raise AzuriteUnavailable("azure-data-tables is missing: pip install -e '.[azure]'")
+        env = start_azurite(tmp_path_factory.mktemp("azurite"))
+    except AzuriteUnavailable as exc:
+        unavailable(exc)
     try:
         yield env
     finally:

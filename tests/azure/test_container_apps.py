@@ -11,7 +11,6 @@ The last tests run jobs through the scheduler (`Scheduler` + `drain_once`), not 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -22,7 +21,9 @@ from typing import Any
 
 import pytest
 
-if os.environ.get("CI", "").lower() in ("", "0", "false", "no"):  # in CI, missing fails
+from tests.ci import in_ci
+
+if not in_ci():  # in CI, missing fails
     for module in ("azure.mgmt.appcontainers", "azure.identity", "aiohttp"):
         pytest.importorskip(module, reason=f"{module} is missing: pip install -e '.[azure]'")
 

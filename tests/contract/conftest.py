@@ -8,7 +8,6 @@ the firestore store on a private Firestore emulator (tests/gcloud_env.py), likew
 from __future__ import annotations
 
 import importlib.util
-import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -24,7 +23,8 @@ from core.stores.d1 import D1Store
 from core.stores.firestore import FirestoreStore
 from core.stores.memory import MemoryStore
 from core.stores.sqlite import SqliteStore
-from tests.azurite_env import AzuriteEnv, AzuriteUnavailable, start_azurite
+from tests.azurite_env import AzuriteEnv
+from tests.ci import unavailable
 from tests.d1_fake import D1Database
 from tests.gcloud_env import EmulatorUnavailable, FirestoreEmulator, start_firestore
 
@@ -49,28 +49,6 @@ def make_job(**overrides: Any) -> Job:
     return Job(**fields)
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
-
-
-@pytest.fixture(scope="session")
-def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzuriteEnv]:
-    """A private Azurite Table service for the whole session. Without azurite installed this
-    skips, except in CI (`CI` set), where it fails: never skipped silently there."""
-    try:
-        if importlib.util.find_spec("azure.data.tables") is None:
-            raise AzuriteUnavailable("azure-data-tables is missing: pip install -e '.[azure]'")
-        env = start_azurite(tmp_path_factory.mktemp("azurite"))
-    except AzuriteUnavailable as exc:
-        if _in_ci():
-            pytest.fail(f"{exc} (CI is set, so this is not skipped)", pytrace=False)
-        pytest.skip(str(exc))
-    try:
-        yield env
-    finally:
-        env.stop()
-
-
 def fresh_table() -> str:
     """A table name no other test uses, so tests on one Azurite never see each other's rows."""
     return "t" + uuid.uuid4().hex[:12]
@@ -85,9 +63,7 @@ def firestore_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fir
             raise EmulatorUnavailable("google-cloud-firestore is missing: pip install -e '.[gcp]'")
         env = start_firestore(tmp_path_factory.mktemp("firestore"))
     except EmulatorUnavailable as exc:
-        if _in_ci():
-            pytest.fail(f"{exc} (CI is set, so this is not skipped)", pytrace=False)
-        pytest.skip(str(exc))
+        unavailable(exc)
     try:
         yield env
     finally:

@@ -11,7 +11,6 @@ The last tests run jobs through the scheduler (`Scheduler` + `drain_once`), not 
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -23,10 +22,12 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.ci import in_ci
+
 try:
     import google.cloud.run_v2  # noqa: F401
 except ImportError:  # the gcp extra is missing: a failure in CI, a skip elsewhere
-    if os.environ.get("CI", "").lower() not in ("", "0", "false", "no"):
+    if in_ci():
         raise
     pytest.skip(
         "google-cloud-run is missing: pip install 'bot-scheduler[gcp]'", allow_module_level=True
