@@ -28,24 +28,19 @@ aiohttp transport then runs as in production, trusting a certificate made at tes
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime as dt
 import ipaddress
 import json
 import re
 import secrets
-import socket
-import threading
-import time
 from collections import deque
-from collections.abc import Iterator
-from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlencode
 
-import uvicorn
 from jsonschema import Draft4Validator
 from referencing import Registry
 from referencing.jsonschema import DRAFT4
@@ -55,9 +50,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from tests.ci import unavailable
+from tests import specs
 
-SPECS = Path(__file__).resolve().parents[1].parent / "shared" / "specs" / "azure-container-apps"
+SPEC_DIR = "azure-container-apps"
 API_VERSION = "2026-01-01"
 BASE = "https://spec.test/azure-container-apps/"
 JOBS_URI = BASE + "2026-01-01/Jobs.json"
@@ -80,29 +75,22 @@ PARAMETER_KEYWORDS = ("type", "pattern", "minLength", "maxLength", "enum")
 ENDED = {"Succeeded", "Failed", "Stopped"}
 
 
-class SpecMissing(Exception):
-    pass
-
-
 @lru_cache(maxsize=1)
 def load_documents() -> dict[str, dict[str, Any]]:
     """The spec files by URI, with the upstream common-types prefix rewritten."""
     documents = {}
     for name in FILES:
-        path = SPECS / name
-        if not path.is_file():
-            raise SpecMissing(f"the Container Apps spec is missing: {path}")
-        text = path.read_text().replace(f'"{UPSTREAM_COMMON}', '"../common-types/')
+        text = specs.load_text(f"{SPEC_DIR}/{name}").replace(
+            f'"{UPSTREAM_COMMON}', '"../common-types/'
+        )
         documents[BASE + name] = json.loads(text)
     return documents
 
 
 def require_spec() -> dict[str, Any]:
     """Jobs.json; without the specs, the test fails when CI is set and is skipped otherwise."""
-    try:
-        return load_documents()[JOBS_URI]
-    except SpecMissing as exc:
-        unavailable(exc)
+    specs.require(f"{SPEC_DIR}/{FILES[0]}")
+    return load_documents()[JOBS_URI]
 
 
 def _strict(document: dict[str, Any], request: bool) -> dict[str, Any]:
@@ -497,30 +485,6 @@ class Switch:
         await self.target(scope, receive, send)
 
 
-@contextmanager
-def serve(app: Switch, cert: Path, key: Path) -> Iterator[str]:
+def serve(app: Switch, cert: Path, key: Path) -> contextlib.AbstractContextManager[str]:
     """Serve `app` over HTTPS on a loopback port in a thread; yields the base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app,
-        ssl_certfile=str(cert),
-        ssl_keyfile=str(key),
-        lifespan="off",
-        log_level="warning",
-        access_log=False,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the fake did not start"
-        time.sleep(0.01)
-    try:
-        yield f"https://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
+    return specs.serve_in_thread(app, "https", ssl_certfile=str(cert), ssl_keyfile=str(key))

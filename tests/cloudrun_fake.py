@@ -26,33 +26,27 @@ is not in the discovery document: an assumption). Enums are served by name, not 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import re
 import secrets
-import socket
 import threading
-import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
-import uvicorn
 from jsonschema import Draft202012Validator
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.ci import unavailable
+from tests import specs
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-SPEC_PATH = SHARED / "specs" / "cloud-run-v2" / "run.v2.json"
+SPEC = "cloud-run-v2/run.v2.json"
 EXECUTION_TYPE = "type.googleapis.com/google.cloud.run.v2.Execution"
 SYSTEM_PARAMETERS = {"$alt"}
 RESERVED_ENV = {"PORT", "CLOUD_RUN_JOB", "CLOUD_RUN_EXECUTION", "CLOUD_RUN_TASK_INDEX"}
@@ -70,24 +64,12 @@ STATUS |= {404: "NOT_FOUND", 409: "ALREADY_EXISTS", 429: "RESOURCE_EXHAUSTED"}
 STATUS |= {500: "INTERNAL", 501: "UNIMPLEMENTED", 503: "UNAVAILABLE"}
 
 
-class SpecMissing(Exception):
-    pass
-
-
-@lru_cache(maxsize=1)
 def load_spec() -> dict[str, Any]:
-    if not SPEC_PATH.is_file():
-        raise SpecMissing(f"the Cloud Run v2 discovery document is missing: {SPEC_PATH}")
-    spec: dict[str, Any] = json.loads(SPEC_PATH.read_text())
-    return spec
+    return specs.load_json(SPEC)
 
 
-def require_spec() -> dict[str, Any]:
-    """The spec; without it, the test fails when CI is set and is skipped otherwise."""
-    try:
-        return load_spec()
-    except SpecMissing as exc:
-        unavailable(exc)
+def require_spec() -> None:
+    specs.require(SPEC)
 
 
 # -- discovery schemas as JSON Schema ---------------------------------------------------------
@@ -485,24 +467,6 @@ HANDLERS = {
 }
 
 
-@contextmanager
-def serve(fake: CloudRunFake) -> Iterator[str]:
+def serve(fake: CloudRunFake) -> contextlib.AbstractContextManager[str]:
     """Serve `fake` on a free port of 127.0.0.1 in a background thread; yields its base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(fake.app, log_level="warning", lifespan="off", access_log=False)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the fake did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
+    return specs.serve_in_thread(fake.app)

@@ -27,7 +27,6 @@ import re
 from collections import Counter
 from datetime import UTC, datetime
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -39,10 +38,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from tests.ci import unavailable
+from tests import specs
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-SPEC_PATH = SHARED / "specs" / "kubernetes" / "apis__batch__v1_openapi.json"
+SPEC = "kubernetes/apis__batch__v1_openapi.json"
 SPEC_URI = "https://spec.test/apis__batch__v1_openapi.json"
 JOBS = "/apis/batch/v1/namespaces/{namespace}/jobs"
 JOB = JOBS + "/{name}"
@@ -54,24 +52,12 @@ LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?")
 Permission = tuple[str, str, str]
 
 
-class SpecMissing(Exception):
-    pass
-
-
-@lru_cache(maxsize=1)
 def load_spec() -> dict[str, Any]:
-    if not SPEC_PATH.is_file():
-        raise SpecMissing(f"the Kubernetes batch/v1 OpenAPI spec is missing: {SPEC_PATH}")
-    spec: dict[str, Any] = json.loads(SPEC_PATH.read_text())
-    return spec
+    return specs.load_json(SPEC)
 
 
-def require_spec() -> dict[str, Any]:
-    """The spec; without it, the test fails when CI is set and is skipped otherwise."""
-    try:
-        return load_spec()
-    except SpecMissing as exc:
-        unavailable(exc)
+def require_spec() -> None:
+    specs.require(SPEC)
 
 
 def strict(spec: dict[str, Any]) -> dict[str, Any]:

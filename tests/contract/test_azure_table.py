@@ -305,15 +305,6 @@ def run_python(code: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_importing_the_store_loads_no_azure_module() -> None:
-    result = run_python(
-        "import sys, core.stores.azure_table\n"
-        "loaded = [m for m in sys.modules if m.split('.')[0] in ('azure', 'aiohttp')]\n"
-        "assert not loaded, loaded\n"
-    )
-    assert result.returncode == 0, result.stderr
-
-
 def test_a_missing_sdk_names_the_extra() -> None:
     result = run_python(
         "import asyncio, sys\n"
@@ -361,21 +352,3 @@ async def test_schedulers_on_one_table_start_each_job_once_under_the_cap(
     finally:
         for store in stores:
             await store.close()
-
-
-async def test_dispatchers_without_the_lease_still_claim_each_job_once(
-    store: AzureTableStore,
-) -> None:
-    clock = Clock()
-    backend = CountingBackend(start_delay=0.01)
-    config = settings(max_concurrent_jobs=JOBS, dispatch_lease_seconds=1)
-    schedulers = [
-        Scheduler(store, backend, config, owner=f"dispatcher-{n}", clock=clock) for n in range(8)
-    ]
-    jobs = await submit_all(schedulers[0], clock)
-
-    await asyncio.gather(*(s.drain_once(at(10 + 2 * n)) for n, s in enumerate(schedulers)))
-
-    assert max(backend.calls.values()) == 1
-    assert set(backend.starts) == {job.id for job in jobs}
-    assert (await store.counts())[JobState.RUNNING] == JOBS

@@ -25,7 +25,7 @@ from core.stores.firestore import FirestoreStore
 from core.stores.memory import MemoryStore
 from tests.contract.conftest import BASE, fresh_collection, make_job
 from tests.gcloud_env import FirestoreEmulator
-from tests.unit.conftest import Clock, at, settings
+from tests.unit.conftest import Clock, settings
 from tests.unit.test_scheduler_concurrency import (
     CAP,
     JOBS,
@@ -419,29 +419,6 @@ def test_a_missing_sdk_names_the_extra() -> None:
 # -- schedulers racing on one collection --
 
 
-async def test_schedulers_on_one_store_start_each_job_once_under_the_cap(
-    store: FirestoreStore,
-) -> None:
-    clock = Clock()
-    backend = CountingBackend(start_delay=0.01)
-    config = settings(max_concurrent_jobs=CAP)
-    schedulers = [
-        Scheduler(store, backend, config, owner=f"dispatcher-{n}", clock=clock) for n in range(8)
-    ]
-    jobs = await submit_all(schedulers[0], clock)
-
-    await race(schedulers, [store], backend, clock)
-
-    assert_exactly_once_under_cap(backend, jobs)
-    assert sum(backend.calls.values()) == JOBS
-    for job in jobs:
-        stored = await store.get(job.id)
-        assert stored is not None and stored.status is JobState.COMPLETED
-        assert stored.attempts == 1 and stored.exitCode == 0
-    assert await store.due(at(1000), 10) == []
-    assert await store.active() == []
-
-
 async def test_schedulers_on_two_instances_start_each_job_once_under_the_cap(
     firestore_emulator: FirestoreEmulator,
 ) -> None:
@@ -464,21 +441,3 @@ async def test_schedulers_on_two_instances_start_each_job_once_under_the_cap(
     finally:
         for each in stores:
             await each.close()
-
-
-async def test_dispatchers_without_the_lease_still_claim_each_job_once(
-    store: FirestoreStore,
-) -> None:
-    clock = Clock()
-    backend = CountingBackend(start_delay=0.01)
-    config = settings(max_concurrent_jobs=JOBS, dispatch_lease_seconds=1)
-    schedulers = [
-        Scheduler(store, backend, config, owner=f"dispatcher-{n}", clock=clock) for n in range(8)
-    ]
-    jobs = await submit_all(schedulers[0], clock)
-
-    await asyncio.gather(*(s.drain_once(at(10 + 2 * n)) for n, s in enumerate(schedulers)))
-
-    assert max(backend.calls.values()) == 1
-    assert set(backend.starts) == {job.id for job in jobs}
-    assert (await store.counts())[JobState.RUNNING] == JOBS

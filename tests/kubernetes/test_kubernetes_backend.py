@@ -9,8 +9,6 @@ The last tests run jobs through the scheduler (`Scheduler` + `drain_once`), not 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -356,16 +354,6 @@ async def test_logs_of_a_gone_job_are_lost(fake: KubeFake, backend: KubernetesBa
 
 
 # -- imports ---------------------------------------------------------------------------------
-
-
-def test_importing_the_backend_loads_no_yaml_and_no_sdk() -> None:
-    code = (
-        "import sys, core.backends.kubernetes, core.runtime\n"
-        "sdks = ('yaml', 'kubernetes', 'kubernetes_asyncio', 'grpc')\n"
-        "bad = [m for m in sdks if m in sys.modules]\n"
-        "assert not bad, bad\n"
-    )
-    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
 
 
 # -- through the scheduler -------------------------------------------------------------------

@@ -8,8 +8,11 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 import core
 import handlers
+from core.runtime import BACKENDS, STORES
 
 ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ("grpc", "google", "azure", "kubernetes", "boto3", "botocore", "uvicorn", "mangum", "yaml")
@@ -37,6 +40,26 @@ def test_importing_the_api_loads_no_cloud_sdk() -> None:
         "import core.api, core.runtime, handlers.local, handlers.aws; "
         "new = set(sys.modules) - before; "
         f"print(json.dumps(sorted(m for m in new if m.split('.')[0] in {HEAVY!r})))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert json.loads(out.stdout) == []
+
+
+# Every SDK a store or backend may use, and what comes with them.
+SDKS = ("grpc", "google", "proto", "azure", "aiohttp", "msal", "yaml", "kubernetes", "mangum")
+MODULES = sorted({module for module, _, _ in (*STORES.values(), *BACKENDS.values())})
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_importing_a_store_or_backend_loads_no_sdk(module: str) -> None:
+    """Stores and backends load their SDK on first use, never at import (cold starts)."""
+    code = (
+        "import sys, json; before = set(sys.modules); "
+        f"import {module}; "
+        "new = set(sys.modules) - before; "
+        f"print(json.dumps(sorted(m for m in new if m.split('.')[0] in {SDKS!r})))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
