@@ -232,7 +232,7 @@ class Routes:
         return JSONResponse(
             body,
             status_code=201 if created else 200,
-            background=_dispatch_soon(scheduler) if created else None,
+            background=_dispatch_soon(scheduler) if created and _due_now(job) else None,
         )
 
     async def submit_batch(self, request: Request) -> Response:
@@ -318,8 +318,13 @@ class Routes:
         return JSONResponse({"success": True, **stats, "stats": stats})
 
 
+def _due_now(job: Job) -> bool:
+    return job.notBefore <= utcnow()
+
+
 def _dispatch_soon(scheduler: Scheduler) -> BackgroundTask:
-    """After the response: start the new job now if capacity is free, not at the next tick."""
+    """After the response: start the new job now if capacity is free, not at the next tick. A
+    dispatch already in flight in this process takes the request instead (one at a time)."""
 
     async def dispatch() -> None:
         try:

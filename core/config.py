@@ -39,6 +39,7 @@ _VARIABLES: dict[str, tuple[str, tuple[str, ...]]] = {
     "SCHEDULER_JOIN_LEAD_SECONDS": ("join_lead_seconds", ()),
     "SCHEDULER_CLAIM_TTL_SECONDS": ("claim_ttl_seconds", ()),
     "SCHEDULER_DISPATCH_LEASE_SECONDS": ("dispatch_lease_seconds", ()),
+    "SCHEDULER_MAX_CLOCK_SKEW_SECONDS": ("max_clock_skew_seconds", ()),
     "SCHEDULER_DISPATCH_BATCH": ("dispatch_batch", ()),
     "SCHEDULER_MAX_BODY_BYTES": ("max_body_bytes", ()),
     "SCHEDULER_MAX_BATCH_SIZE": ("max_batch_size", ()),
@@ -94,6 +95,9 @@ class Settings(BaseModel):
     join_lead_seconds: float = Field(default=60.0, ge=0)
     claim_ttl_seconds: float = Field(default=120.0, gt=0)
     dispatch_lease_seconds: float = Field(default=30.0, gt=0)
+    # the most two instances' clocks may differ: a claim is recovered only this long after its
+    # lease ran out, so a live dispatcher is never taken for a dead one
+    max_clock_skew_seconds: float = Field(default=10.0, ge=0)
     dispatch_batch: int = Field(default=32, ge=1)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     max_batch_size: int = Field(default=100, ge=1)

@@ -19,6 +19,19 @@ def render_metrics(counts: dict[JobState, int], scheduler: Scheduler) -> str:
         "# HELP botsched_events_total Transitions made by this process since it started.",
         "# TYPE botsched_events_total counter",
     ]
-    events = ("submitted", "dispatched", "completed", "failed", "cancelled", "retried", "expired")
+    events = (
+        "submitted",
+        "dispatched",
+        "completed",
+        "failed",
+        "cancelled",
+        "retried",
+        "expired",
+        "undone",
+        "status_errors",
+        "stop_errors",
+        "start_errors",
+        "orphans_stopped",
+    )
     lines += [f'botsched_events_total{{event="{e}"}} {scheduler.events[e]}' for e in events]
     return "\n".join(lines) + "\n"

@@ -25,6 +25,7 @@ class JobState(StrEnum):
     QUEUED = "queued"
     PROVISIONING = "provisioning"
     RUNNING = "running"
+    STOPPING = "stopping"
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -39,7 +40,9 @@ class JobState(StrEnum):
 
 
 FINAL_STATES = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
-ACTIVE_STATES = frozenset({JobState.PROVISIONING, JobState.RUNNING})
+# Active jobs hold a slot of the concurrency caps: a run may exist for each of them. A job in
+# `stopping` keeps its slot until the backend confirms its run gone, then takes its `outcome`.
+ACTIVE_STATES = frozenset({JobState.PROVISIONING, JobState.RUNNING, JobState.STOPPING})
 
 MAX_PRIORITY = 100
 
@@ -133,6 +136,8 @@ class Job(JobSpec):
     reason: str | None = None
     exitCode: int | None = None
     execution: ExecutionRef | None = None
+    outcome: JobState | None = None  # in `stopping`: the final state once the run is gone
+    statusErrors: int = 0  # status checks that failed in a row
     createdAt: datetime
     updatedAt: datetime
     notBefore: datetime
@@ -182,5 +187,7 @@ class DrainReport(BaseModel):
     expired: int = 0
     stopped: int = 0
     dispatched: int = 0
+    undone: int = 0
+    orphans: int = 0
     conflicts: int = 0
     dispatchSkipped: bool = False

@@ -71,6 +71,16 @@ class Backend(Protocol):
     async def stop(self, ref: ExecutionRef) -> None:
         """Stop the run; stopping a finished or unknown run is not an error."""
 
+    async def find(self, job_id: str) -> ExecutionRef | None:
+        """The run this backend has for `job_id` (live or finished), found by the name or label
+        `start` gives it; None when the backend has none. Raises BackendError when it cannot
+        tell: the scheduler then treats the run as one that may exist."""
+
+    async def runs(self) -> dict[str, ExecutionRef]:
+        """The live (not finished) runs this backend holds for this scheduler, by job id: what
+        the reconcile pass compares with the store. Raises NotSupported where the platform
+        cannot list its runs."""
+
     async def logs(self, ref: ExecutionRef, tail: int = 200) -> str:
         """The run's output, last `tail` lines. May raise NotSupported."""
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from core.config import Settings
 from core.errors import ConfigError
+from core.faults import FAULTS
 from core.ports import Backend, JobStore
 from core.scheduler import Scheduler
 
@@ -81,7 +82,9 @@ class Runtime:
                 if self._scheduler is None:
                     store = build_store(self.settings)
                     await store.open()
-                    self._scheduler = Scheduler(store, build_backend(self.settings), self.settings)
+                    backend = build_backend(self.settings)
+                    clock = FAULTS.clock()
+                    self._scheduler = Scheduler(store, backend, self.settings, clock=clock)
         return self._scheduler
 
     async def close(self) -> None:

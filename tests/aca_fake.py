@@ -2,7 +2,7 @@
 
 No emulator of Container Apps exists, so this Starlette app answers the calls the official SDK
 (azure-mgmt-appcontainers) makes the way the official Swagger 2.0 spec
-(`../shared/specs/azure-container-apps/2026-01-01/Jobs.json` + CommonDefinitions.json + the ARM
+(`tests/api_specs/azure-container-apps/2026-01-01/Jobs.json` + CommonDefinitions.json + the ARM
 common-types, whose `../../../../../../common-types/` refs are rewritten to `../common-types/` as
 the specs' README says) defines them:
 
@@ -207,10 +207,11 @@ class ContainerAppsFake:
         return {var["name"]: var["value"] for var in container.get("env", [])}
 
     def add_execution(
-        self, job_id: str, status: str = "Running", started: str | None = None
+        self, job_id: str | None, status: str = "Running", started: str | None = None
     ) -> str:
-        """An execution started behind the backend's back (by a dispatcher that died)."""
-        env = [{"name": "JOB_ID", "value": job_id}]
+        """An execution started behind the backend's back (by a dispatcher that died); with
+        `job_id` None, one started by hand, with no JOB_ID in its env."""
+        env = [{"name": "JOB_ID", "value": job_id}] if job_id is not None else []
         template = {"containers": [{"name": "bot", "image": "img", "env": env}]}
         name = self._create(template, started)
         self.set_status(name, status)

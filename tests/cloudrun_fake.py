@@ -2,7 +2,7 @@
 
 Cloud Run has no emulator, so this Starlette app, served by uvicorn on a free loopback port in a
 background thread (the official SDK's REST transport talks real HTTP to it), answers the way the
-official discovery document (`../shared/specs/cloud-run-v2/run.v2.json`) defines the API:
+official discovery document (`tests/api_specs/cloud-run-v2/run.v2.json`) defines the API:
 
 - every request is matched to a discovery method by its HTTP method and `path` template, and its
   path parameters must match the method's `pattern`s; query parameters must be the method's, the

@@ -2,20 +2,24 @@
 
 No real API server installs offline on these machines, so this Starlette app, served over
 httpx.ASGITransport, answers the calls the backend makes the way the official batch/v1 OpenAPI
-document (`../shared/specs/kubernetes/apis__batch__v1_openapi.json`) defines them:
+document (`tests/api_specs/kubernetes/apis__batch__v1_openapi.json`) defines them:
 
 - every batch/v1 request must use a path and method of the spec's `paths`; the core/v1 pod paths
-  (whose document was not copied) are the two in CORE_V1_PATHS;
+  (whose document was not copied) are the two in CORE_V1_PATHS. The Job list's query parameters
+  must be the operation's, with their types (`limit` an integer); a violation answers 400;
 - every Job POSTed is validated with jsonschema against `io.k8s.api.batch.v1.Job`, strictly:
   unknown fields are rejected, as the API server does with fieldValidation=Strict (kubectl's
   default); DeleteOptions bodies against their schema too; names and label values are checked as
   the API server checks them (DNS-1123 label for a Job name, label value syntax). A violation
   answers 422 Invalid and is kept in `invalid`;
+- the Job list (`labelSelector`: equality `k=v` and existence `k` terms; `limit` and
+  `continue` paging) answers a JobList validated against `io.k8s.api.batch.v1.JobList`;
 - errors are meta/v1 Status objects: 409 AlreadyExists on a duplicate name, 404 NotFound (also
   after a delete), 401 Unauthorized for a token not in `tokens`, 403 Forbidden for a permission
   in `denied`.
 
-Tests play the Job controller and the kubelet: `run`, `complete`, `fail`, `add_pod`. `calls`
+Tests play the Job controller and the kubelet: `run`, `complete`, `fail`, `add_pod`, and
+other clients of the namespace: `add_foreign_job`. `calls`
 records the (API group, resource, verb) of every request: the RBAC a Role must grant.
 """
 
@@ -122,6 +126,7 @@ class KubeFake:
         self.app = Starlette(
             routes=[
                 Route(JOBS, self._create_job, methods=["POST"]),
+                Route(JOBS, self._list_jobs, methods=["GET"]),
                 Route(JOB, self._get_job, methods=["GET"]),
                 Route(JOB, self._delete_job, methods=["DELETE"]),
                 Route(PODS, self._list_pods, methods=["GET"]),
@@ -170,6 +175,21 @@ class KubeFake:
         conditions[-1]["status"] = value
         self._set_status(name, conditions=conditions)
 
+    def add_foreign_job(self, name: str, labels: dict[str, str]) -> dict[str, Any]:
+        """A Job created in the namespace by someone else than the backend."""
+        container = {"name": "main", "image": "registry.test/other:1"}
+        template = {"spec": {"restartPolicy": "Never", "containers": [container]}}
+        job = {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": name, "namespace": self.namespace, "labels": labels},
+            "spec": {"template": template},
+            "status": {},
+        }
+        self.jobs[name] = job
+        self._validate_job(name)
+        return job
+
     def add_pod(
         self, job: str, phase: str = "Pending", log: str = "", created: str | None = None
     ) -> dict[str, Any]:
@@ -217,6 +237,25 @@ class KubeFake:
         self.creates[name] += 1
         return JSONResponse(body, status_code=201)
 
+    async def _list_jobs(self, request: Request) -> Response:
+        refused = self._admit(request, JOBS, ("batch", "jobs", "list"))
+        errors = self._query_errors(request, JOBS, "get")
+        if refused or errors:
+            self.invalid.extend(errors)
+            return refused or status(400, "BadRequest", "; ".join(errors))
+        wanted = _selector(request.query_params.get("labelSelector", ""))
+        names = [n for n, job in self.jobs.items() if _matches(job["metadata"], wanted)]
+        start = int(request.query_params.get("continue") or 0)
+        limit = int(request.query_params.get("limit") or 0) or len(names) or 1
+        metadata: dict[str, Any] = {"resourceVersion": "1"}
+        if start + limit < len(names):
+            metadata["continue"] = str(start + limit)
+        items = [self.jobs[name] for name in names[start : start + limit]]
+        body = {"apiVersion": "batch/v1", "kind": "JobList", "metadata": metadata, "items": items}
+        problems = schema_errors("io.k8s.api.batch.v1.JobList", body)
+        assert not problems, problems  # what the fake serves holds to the spec too
+        return JSONResponse(body)
+
     async def _get_job(self, request: Request) -> Response:
         refused = self._admit(request, JOB, ("batch", "jobs", "get"))
         name = request.path_params["name"]
@@ -250,11 +289,7 @@ class KubeFake:
         if refused:
             return refused
         wanted = _selector(request.query_params.get("labelSelector", ""))
-        items = [
-            pod
-            for pod in self.pods.values()
-            if all(pod["metadata"]["labels"].get(k) == v for k, v in wanted.items())
-        ]
+        items = [pod for pod in self.pods.values() if _matches(pod["metadata"], wanted)]
         return JSONResponse({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items})
 
     async def _pod_log(self, request: Request) -> Response:
@@ -297,6 +332,22 @@ class KubeFake:
             )
             return status(403, "Forbidden", message, kind=resource, group=group)
         return None
+
+    def _query_errors(self, request: Request, template: str, method: str) -> list[str]:
+        """Query parameters the spec's operation does not declare, or of the wrong type."""
+        item = self.spec["paths"][template]
+        declared = {
+            parameter["name"]: parameter["schema"].get("type")
+            for parameter in [*item.get("parameters", []), *item[method].get("parameters", [])]
+            if parameter["in"] == "query"
+        }
+        errors = []
+        for name, value in request.query_params.items():
+            if name not in declared:
+                errors.append(f"query parameter {name!r} is not in the spec")
+            elif declared[name] == "integer" and not value.isdigit():
+                errors.append(f"query parameter {name!r} must be an integer, not {value!r}")
+        return errors
 
     def _spec_paths(self) -> set[tuple[str, str]]:
         return {(path, method) for path, item in self.spec["paths"].items() for method in item}
@@ -354,8 +405,17 @@ def _job_of(pod: dict[str, Any]) -> str | None:
     return labels.get("job-name")
 
 
-def _selector(text: str) -> dict[str, str]:
-    """An equality-based label selector (`a=b,c=d`), the only kind the backend sends."""
-    pairs = [part.split("=", 1) for part in text.split(",") if part]
-    assert all(len(pair) == 2 for pair in pairs), f"unsupported selector {text!r}"
-    return {key.strip(): value.strip() for key, value in pairs}
+def _selector(text: str) -> dict[str, str | None]:
+    """A label selector of equality (`a=b`) and existence (`a`) terms, the kinds the backend
+    sends: key -> the value wanted, or None for "has the label"."""
+    terms: dict[str, str | None] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, equals, value = part.partition("=")
+        assert not re.search(r"[!<>()\s]", key) and "=" not in value, f"unsupported {part!r}"
+        terms[key] = value if equals else None
+    return terms
+
+
+def _matches(metadata: dict[str, Any], wanted: dict[str, str | None]) -> bool:
+    labels: dict[str, str] = metadata.get("labels") or {}
+    return all(k in labels and v in (None, labels[k]) for k, v in wanted.items())

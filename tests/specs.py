@@ -1,4 +1,4 @@
-"""The official API specifications in ../shared/specs, and serving a contract fake on loopback."""
+"""The official API specifications in tests/api_specs, and serving a contract fake on loopback."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import uvicorn
 
 from tests.ci import unavailable
 
-SPECS = Path(__file__).resolve().parents[1].parent / "shared" / "specs"
+SPECS = Path(__file__).resolve().parent / "api_specs"
 
 
 class SpecMissing(Exception):

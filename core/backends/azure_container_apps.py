@@ -22,6 +22,9 @@ identity works in Azure. Both load on first use, never at import; missing, they 
 - status: Running, Processing -> running; Succeeded -> succeeded (exit code 0; Container Apps has
   no exit codes); Failed -> failed; Stopped -> failed ("stopped"); Degraded -> running until the
   execution has an end time, then failed; Unknown -> unknown; 404 -> ExecutionLost.
+- find: the execution adoption would pick for the job id; runs: one paged list of the job's
+  executions, the live ones (not ended by `status`'s reading) keyed by their JOB_ID, the newest
+  when a job has several. An execution without a JOB_ID (started by hand) is not the scheduler's.
 - stop: Jobs_StopExecution, accepted (202) and not waited for; an unknown or ended run is fine.
 - logs: NotSupported (an execution's output is in the environment's Log Analytics workspace).
 - SDK errors: BackendError with the HTTP status, ARM error code and message; never a token.
@@ -57,6 +60,7 @@ START_TIMEOUT = 60.0  # well inside the claim TTL: a start that hangs is retried
 EXECUTION_NAME = re.compile(r"[-\w._()]+")  # JobExecutionNameParameter's pattern in Jobs.json
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ENDED = frozenset({"Succeeded", "Failed", "Stopped"})
+FINAL = frozenset({"succeeded", "failed"})  # phases of a run that has ended
 ROLE_HINT = (
     "; the scheduler's identity needs Microsoft.App/jobs/read, jobs/*/action and "
     "jobs/executions/read on the job (infra/azure/main.bicep grants them)"
@@ -141,6 +145,24 @@ class ContainerAppsBackend:
             except HttpResponseError as exc:
                 if exc.status_code not in (400, 409) or not await self._ended(ref.id):
                     raise
+
+    async def find(self, job_id: str) -> ExecutionRef | None:
+        async with self._translated(f"lookup of the execution of job {job_id}"):
+            name = await self._find(job_id)
+        return ExecutionRef(backend=self.name, id=name) if name else None
+
+    async def runs(self) -> dict[str, ExecutionRef]:
+        newest: dict[str, tuple[datetime, str]] = {}
+        async with self._translated("listing of the executions"):
+            async for execution in self._api().jobs_executions.list(*self._job()):
+                job_id = job_id_of(execution)
+                if not (execution.name and job_id) or to_execution(execution).phase in FINAL:
+                    continue
+                key = (execution.start_time or EPOCH, execution.name)
+                newest[job_id] = max(newest.get(job_id, key), key)
+        return {
+            job_id: ExecutionRef(backend=self.name, id=name) for job_id, (_, name) in newest.items()
+        }
 
     async def logs(self, ref: ExecutionRef, tail: int = 200) -> str:
         raise NotSupported(

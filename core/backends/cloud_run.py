@@ -24,6 +24,10 @@ ConfigError naming the extra.
   ago by a dispatcher that died, or whose RunJob answer was lost, may not be listed yet; the
   claim TTL and the retry backoff put time between it and the retried start. The Cloud Run Job
   must be the scheduler's alone.
+- find: the execution adoption would pick for the job id; runs: the live executions among the
+  newest MAX_SCAN, keyed by their JOB_ID (the newest when a job has several). An execution without
+  a JOB_ID (started by hand) is not the scheduler's; a live one older than MAX_SCAN newer
+  executions is not seen (the same bound as adoption).
 - status: the `Completed` condition decides (CONDITION_SUCCEEDED -> succeeded, exit code 0;
   CONDITION_FAILED -> failed, its execution reason and message as the reason, "cancelled" when it
   was cancelled), else a completion time with the counts; running_count > 0 -> running; else
@@ -38,10 +42,11 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import itertools
 import json
 import re
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -63,6 +68,7 @@ EXECUTION_NAME = re.compile(r"projects/[^/]+/locations/[^/]+/jobs/[^/]+/executio
 SEGMENT = re.compile(r"[^/\s]+")
 HTTP_PREFIX = re.compile(r"^[A-Z]+ https?://\S+: ")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+FINAL = frozenset({"succeeded", "failed"})  # phases of a run that has ended
 IAM_HINT = (
     "; the scheduler's identity needs run.jobs.runWithOverrides on the job and "
     "run.executions.get, run.executions.list and run.executions.cancel (roles/run.developer "
@@ -143,6 +149,14 @@ class CloudRunBackend:
         if EXECUTION_NAME.fullmatch(ref.id):
             await self._call(f"stop of execution {ref.id}", self._cancel, ref.id)
 
+    async def find(self, job_id: str) -> ExecutionRef | None:
+        name = await self._call(f"lookup of the execution of job {job_id}", self._find, job_id)
+        return ExecutionRef(backend=self.name, id=name) if name else None
+
+    async def runs(self) -> dict[str, ExecutionRef]:
+        live = await self._call("listing of the executions", self._live)
+        return {job_id: ExecutionRef(backend=self.name, id=name) for job_id, name in live.items()}
+
     async def logs(self, ref: ExecutionRef, tail: int = 200) -> str:
         short = ref.id.rpartition("/")[2]
         raise NotSupported(
@@ -208,17 +222,29 @@ class CloudRunBackend:
     def _find(self, job_id: str) -> str | None:
         """The execution already started for `job_id`: a live one first, then the newest."""
         best: tuple[bool, datetime, str] | None = None
-        pager = self._api()[1].list_executions(
-            request={"parent": self.target.name, "page_size": PAGE_SIZE}, timeout=TIMEOUT
-        )
-        for seen, execution in enumerate(pager):
-            if seen >= MAX_SCAN:
-                break
+        for execution in self._executions():
             if execution.name and job_id_of(execution) == job_id:
-                live = to_execution(execution).phase not in ("succeeded", "failed")
+                live = to_execution(execution).phase not in FINAL
                 key = (live, execution.create_time or EPOCH, execution.name)
                 best = max(best, key) if best else key
         return best[2] if best else None
+
+    def _live(self) -> dict[str, str]:
+        """Job id -> its newest live execution, among those `_executions` reads."""
+        newest: dict[str, tuple[datetime, str]] = {}
+        for execution in self._executions():
+            job_id = job_id_of(execution)
+            if execution.name and job_id and to_execution(execution).phase not in FINAL:
+                key = (execution.create_time or EPOCH, execution.name)
+                newest[job_id] = max(newest.get(job_id, key), key)
+        return {job_id: name for job_id, (_, name) in newest.items()}
+
+    def _executions(self) -> Iterator[RunExecution]:
+        """The job's newest MAX_SCAN executions (Cloud Run lists newest first), page by page."""
+        pager = self._api()[1].list_executions(
+            request={"parent": self.target.name, "page_size": PAGE_SIZE}, timeout=TIMEOUT
+        )
+        return itertools.islice(pager, MAX_SCAN)
 
     def _get(self, name: str) -> RunExecution:
         return self._api()[1].get_execution(name=name, timeout=TIMEOUT)

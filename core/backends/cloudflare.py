@@ -17,6 +17,9 @@ speaks this small JSON protocol (any host; `https://bot` is used):
 The bot's env is what every backend passes: BOT_CONFIG (the JSON bot config), MEETING_URL,
 BOT_NAME, JOB_ID, RECORDING_MODE. The ref is the job id (the Durable Object's name).
 
+find asks the job's Durable Object for its status: a run (live or finished) when it answers 200,
+none when it answers 404. A namespace cannot enumerate its objects, so runs raises NotSupported.
+
 `namespace` is the binding as a Python Worker sees it (the workers SDK wraps it: `get(id)` gives
 a stub whose `fetch(url, method=..., headers=..., body=...)` answers a Response with `status` and
 an awaitable `text()`); nothing here imports a JS module, so tests drive it with a stand-in.
@@ -97,6 +100,13 @@ class CloudflareContainersBackend:
 
     async def stop(self, ref: ExecutionRef) -> None:
         await self._call(ref.id, "POST", "/stop", {}, missing_ok=True)
+
+    async def find(self, job_id: str) -> ExecutionRef | None:
+        status, _ = await self._call(job_id, "GET", "/status", None, missing_ok=True)
+        return None if status == 404 else ExecutionRef(backend=NAME, id=job_id)
+
+    async def runs(self) -> dict[str, ExecutionRef]:
+        raise NotSupported("Cloudflare Containers cannot list their runs")
 
     async def logs(self, ref: ExecutionRef, tail: int = 200) -> str:
         raise NotSupported("Cloudflare Containers logs are in the dashboard or `wrangler tail`")

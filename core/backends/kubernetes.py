@@ -1,10 +1,11 @@
 """The `kubernetes` backend: one batch/v1 Job per bot job, in `K8S_NAMESPACE`.
 
-It talks to the API server with httpx, not the official SDK: the backend makes five calls (create,
-get and delete a Job; list a Job's pods; read a pod's log), while the `kubernetes` package brings
-generated models for the whole API plus urllib3, google-auth, oauthlib and websocket-client (and
-its async twin, aiohttp), all paid for at every serverless cold start. httpx is already a
-dependency, async, and needs no grpc. Auth and kubeconfig parsing live in kube_auth.py.
+It talks to the API server with httpx, not the official SDK: the backend makes six calls
+(create, get, list and delete Jobs; list a Job's pods; read a pod's log), while the `kubernetes`
+package brings generated models for the whole API plus urllib3, google-auth, oauthlib and
+websocket-client (and its async twin, aiohttp), all paid for at every serverless cold start. httpx
+is already a dependency, async, and needs no grpc. Auth and kubeconfig parsing live in
+kube_auth.py; what a Job's name, labels and status mean, in kube_jobs.py.
 
 - The Job is named after the job (`botsched-<job id>`, a DNS-1123 label; an id that cannot be one
   is folded to one with a hash suffix) and labelled with the job id, tenant and
@@ -25,48 +26,63 @@ dependency, async, and needs no grpc. Auth and kubeconfig parsing live in kube_a
 - logs come from the Job's newest pod (label selector `job-name=<name>`). Before a pod exists or
   while its container is waiting to start they are "" (the run exists and has printed nothing;
   NotSupported would say this backend never has logs); once the Job is gone: ExecutionLost.
+- find gets the Job named after the job (live or finished, until its TTL removes it); runs lists
+  the namespace's Jobs with the scheduler's labels (`managed-by=bot-scheduler` and a job label),
+  paged, keeps those without a final condition and keys them by the exact job id annotation.
 - Every call names the RBAC permission it needs; `RBAC` is exactly that set, which
   infra/kubernetes/ grants and a test compares. 401/403 raise a BackendError naming it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import re
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import httpx
 
-from core.backends.exits import exit_reason
 from core.backends.kube_auth import Cluster, load_cluster
+from core.backends.kube_jobs import (
+    DNS_LABEL,
+    LABEL_JOB,
+    LABEL_TENANT,
+    MANAGED_BY,
+    MANAGER,
+    MAX_NAME,
+    RUNS_SELECTOR,
+    Permission,
+    api_status,
+    created,
+    failed,
+    failure_reason,
+    final_condition,
+    job_id_of,
+    job_name,
+    label_value,
+    live_phase,
+    parse_time,
+    resources,
+    valid_name,
+)
 from core.config import Settings
 from core.errors import BackendError, ConfigError, ExecutionLost
-from core.models import Execution, ExecutionRef, Job, Phase
-from core.resources import cpu_nanos, memory_bytes
+from core.models import Execution, ExecutionRef, Job
 
-PREFIX = "botsched-"
 CONTAINER = "bot"
-LABEL_JOB = "botsched.io/job"
-LABEL_TENANT = "botsched.io/tenant"
-MANAGED_BY = "app.kubernetes.io/managed-by"
-MANAGER = "bot-scheduler"
 POD_JOB_LABEL = "job-name"  # set on a Job's pods by the Job controller (every version)
 TIMEOUT = 30.0
-MAX_NAME = 63  # the Job name is copied into its pods' job-name label: a label value's limit
-DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
-LABEL_VALUE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
+PAGE_SIZE = 500  # Jobs per list call when listing the runs
 
-Permission = tuple[str, str, str]  # (API group, resource, verb), as a Role rule names them
 CREATE_JOB: Permission = ("batch", "jobs", "create")
 GET_JOB: Permission = ("batch", "jobs", "get")
+LIST_JOBS: Permission = ("batch", "jobs", "list")
 DELETE_JOB: Permission = ("batch", "jobs", "delete")
 LIST_PODS: Permission = ("", "pods", "list")
 GET_LOG: Permission = ("", "pods/log", "get")
-RBAC: frozenset[Permission] = frozenset({CREATE_JOB, GET_JOB, DELETE_JOB, LIST_PODS, GET_LOG})
+RBAC: frozenset[Permission] = frozenset(
+    {CREATE_JOB, GET_JOB, LIST_JOBS, DELETE_JOB, LIST_PODS, GET_LOG}
+)
 
 
 @dataclass(frozen=True)
@@ -114,10 +130,10 @@ class KubernetesBackend:
         name = job_name(job.id)
         body = self.manifest(job, name)
         response = await self._call(CREATE_JOB, "POST", self._jobs(), json=body)
-        if response.status_code == 409 and _status(response).get("reason") == "AlreadyExists":
+        if response.status_code == 409 and api_status(response).get("reason") == "AlreadyExists":
             pass  # a start before this one created it: adopt that Job
         elif response.status_code not in (200, 201, 202):
-            raise _failed(CREATE_JOB, name, response)
+            raise failed(CREATE_JOB, name, response)
         return ExecutionRef(backend=self.name, id=name)
 
     async def status(self, ref: ExecutionRef) -> Execution:
@@ -125,11 +141,11 @@ class KubernetesBackend:
         if job is None:
             raise ExecutionLost(f"Kubernetes Job {ref.id} is gone", ref=ref.id)
         status: dict[str, Any] = job.get("status") or {}
-        started = _time(status.get("startTime"))
-        condition = _final_condition(status)
+        started = parse_time(status.get("startTime"))
+        condition = final_condition(status)
         if condition is None:
-            return Execution(phase=_live_phase(status), startedAt=started)
-        finished = _time(status.get("completionTime") or condition.get("lastTransitionTime"))
+            return Execution(phase=live_phase(status), startedAt=started)
+        finished = parse_time(status.get("completionTime") or condition.get("lastTransitionTime"))
         if condition["type"] == "Complete":
             return Execution(phase="succeeded", exitCode=0, startedAt=started, finishedAt=finished)
         terminated = await self._terminated(ref.id)
@@ -137,18 +153,32 @@ class KubernetesBackend:
         return Execution(
             phase="failed",
             exitCode=code if isinstance(code, int) else None,
-            reason=_failure_reason(condition, terminated),
+            reason=failure_reason(condition, terminated),
             startedAt=started,
             finishedAt=finished,
         )
 
     async def stop(self, ref: ExecutionRef) -> None:
-        if not _valid_name(ref.id):
+        if not valid_name(ref.id):
             return
         body = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"}
         response = await self._call(DELETE_JOB, "DELETE", self._jobs(ref.id), json=body)
         if response.status_code not in (200, 202, 404):
-            raise _failed(DELETE_JOB, ref.id, response)
+            raise failed(DELETE_JOB, ref.id, response)
+
+    async def find(self, job_id: str) -> ExecutionRef | None:
+        name = job_name(job_id)
+        if await self._get_job(name) is None:
+            return None
+        return ExecutionRef(backend=self.name, id=name)
+
+    async def runs(self) -> dict[str, ExecutionRef]:
+        found: dict[str, ExecutionRef] = {}
+        for job in await self._list_jobs():
+            job_id = job_id_of(job)
+            if job_id and final_condition(job.get("status") or {}) is None:
+                found[job_id] = ExecutionRef(backend=self.name, id=job_name(job_id))
+        return found
 
     async def logs(self, ref: ExecutionRef, tail: int = 200) -> str:
         pod = await self._newest_pod(_name(ref))
@@ -168,7 +198,7 @@ class KubernetesBackend:
             return ""  # the container is still being created
         if response.status_code == 404:
             raise ExecutionLost(f"the pod of Kubernetes Job {ref.id} is gone", ref=ref.id)
-        raise _failed(GET_LOG, pod_name, response)
+        raise failed(GET_LOG, pod_name, response)
 
     async def close(self) -> None:
         if self._client is not None:
@@ -213,7 +243,7 @@ class KubernetesBackend:
             "name": CONTAINER,
             "image": self.settings.container_image,
             "env": [{"name": key, "value": value.replace("$", "$$")} for key, value in env.items()],
-            "resources": _resources(
+            "resources": resources(
                 job.cpu or self.settings.default_cpu, job.memory or self.settings.default_memory
             ),
         }
@@ -272,18 +302,33 @@ class KubernetesBackend:
         if response.status_code == 404:
             return None
         if response.status_code != 200:
-            raise _failed(GET_JOB, name, response)
+            raise failed(GET_JOB, name, response)
         job: dict[str, Any] = response.json()
         return job
+
+    async def _list_jobs(self) -> list[dict[str, Any]]:
+        """The scheduler's Jobs in the namespace (RUNS_SELECTOR), every page."""
+        params = {"labelSelector": RUNS_SELECTOR, "limit": str(PAGE_SIZE)}
+        jobs: list[dict[str, Any]] = []
+        while True:
+            response = await self._call(LIST_JOBS, "GET", self._jobs(), params=params)
+            if response.status_code != 200:
+                raise failed(LIST_JOBS, f"in namespace {self.namespace}", response)
+            body = response.json()
+            jobs += [job for job in body.get("items") or [] if isinstance(job, dict)]
+            token = (body.get("metadata") or {}).get("continue")
+            if not token:
+                return jobs
+            params = {**params, "continue": str(token)}
 
     async def _newest_pod(self, name: str) -> dict[str, Any] | None:
         params = {"labelSelector": f"{POD_JOB_LABEL}={name}"}
         path = f"/api/v1/namespaces/{self.namespace}/pods"
         response = await self._call(LIST_PODS, "GET", path, params=params)
         if response.status_code != 200:
-            raise _failed(LIST_PODS, name, response)
+            raise failed(LIST_PODS, name, response)
         pods = [pod for pod in response.json().get("items") or [] if isinstance(pod, dict)]
-        return max(pods, key=_created, default=None)
+        return max(pods, key=created, default=None)
 
     async def _terminated(self, name: str) -> dict[str, Any]:
         """The bot container's `terminated` state in the Job's newest pod; {} when unreadable."""
@@ -300,97 +345,7 @@ class KubernetesBackend:
         return {}
 
 
-def job_name(job_id: str) -> str:
-    """`botsched-<job id>` when that is a DNS-1123 label, else a folded one with a hash."""
-    name = PREFIX + job_id
-    if _valid_name(name):
-        return name
-    digest = hashlib.sha256(job_id.encode()).hexdigest()[:10]
-    folded = re.sub(r"[^a-z0-9]+", "-", job_id.lower())[: MAX_NAME - len(PREFIX) - 11]
-    folded = folded.strip("-")
-    return f"{PREFIX}{folded}-{digest}" if folded else f"{PREFIX}{digest}"
-
-
-def label_value(text: str) -> str:
-    """`text` as a label value (63 characters of [-A-Za-z0-9_.], alphanumeric at both ends);
-    the exact value is in the annotation of the same key."""
-    if len(text) <= MAX_NAME and LABEL_VALUE.fullmatch(text):
-        return text
-    return re.sub(r"[^-A-Za-z0-9_.]+", "-", text)[:MAX_NAME].strip("-_.")
-
-
-def _valid_name(name: str) -> bool:
-    return len(name) <= MAX_NAME and DNS_LABEL.fullmatch(name) is not None
-
-
 def _name(ref: ExecutionRef) -> str:
-    if not _valid_name(ref.id):
+    if not valid_name(ref.id):
         raise ExecutionLost(f"{ref.id!r} cannot name a Kubernetes Job", ref=ref.id)
     return ref.id
-
-
-def _resources(cpu: str, memory: str) -> dict[str, Any]:
-    """Requests = limits, in quantities any API server accepts (millicores, bytes)."""
-    quantities = {
-        "cpu": f"{math.ceil(cpu_nanos(cpu) / 1_000_000)}m",
-        "memory": str(memory_bytes(memory)),
-    }
-    return {"requests": quantities, "limits": dict(quantities)}
-
-
-def _final_condition(status: dict[str, Any]) -> dict[str, Any] | None:
-    for condition in status.get("conditions") or []:
-        if condition.get("type") in ("Complete", "Failed") and condition.get("status") == "True":
-            return dict(condition)
-    return None
-
-
-def _live_phase(status: dict[str, Any]) -> Phase:
-    if status.get("succeeded") or status.get("failed") or status.get("terminating"):
-        return "running"  # the pod ended; the Job controller has not concluded yet
-    active, ready = status.get("active") or 0, status.get("ready")
-    if active and (ready is None or ready > 0):  # `ready` is absent before Kubernetes 1.24
-        return "running"
-    return "pending"  # no pod yet, or it is being scheduled or pulling the image
-
-
-def _failure_reason(condition: dict[str, Any], terminated: dict[str, Any]) -> str:
-    parts = [str(condition.get("reason") or "Failed")]
-    code = terminated.get("exitCode")
-    if isinstance(code, int):
-        parts.append(exit_reason(code))
-    if terminated.get("reason") == "OOMKilled":
-        parts.append("out of memory (OOM-killed)")
-    message = condition.get("message")
-    return ", ".join(parts) + (f": {message}" if message else "")
-
-
-def _created(pod: dict[str, Any]) -> str:
-    return str(pod.get("metadata", {}).get("creationTimestamp") or "")
-
-
-def _time(value: Any) -> datetime | None:
-    try:
-        return datetime.fromisoformat(str(value)) if value else None
-    except ValueError:
-        return None
-
-
-def _status(response: httpx.Response) -> dict[str, Any]:
-    """The meta/v1 Status an error response carries, or {}."""
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
-
-
-def _failed(permission: Permission, name: str, response: httpx.Response) -> BackendError:
-    _, resource, verb = permission
-    status = _status(response)
-    reason = status.get("reason") or f"HTTP {response.status_code}"
-    message = status.get("message") or response.text[:200]
-    return BackendError(
-        f"Kubernetes {verb} of {resource} {name} failed: {reason}: {message}",
-        status=response.status_code,
-    )

@@ -13,6 +13,8 @@ Podman's Docker-compatible service and dockerd speak the same API, so one class 
   `SCHEDULER_DATA_DIR/containers/<job id>/` and the container is removed; status, logs and a
   later start answer from those files. Nothing is kept in memory, so a restarted scheduler
   follows running containers to their end.
+- find looks the job's container up by its name (or its kept result); runs lists the containers
+  carrying the job label whose state is not a finished one (created, running, paused, ...).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ LABEL_JOB = "io.botsched.job"
 LABEL_TENANT = "io.botsched.tenant"
 TIMEOUT = 30.0
 MAX_KEPT_LOG = 10 * 2**20
+ENDED = frozenset({"exited", "dead", "stopped"})  # container states of a finished run
 
 
 class PodmanBackend:
@@ -81,6 +84,28 @@ class PodmanBackend:
         )
         if response.status_code not in (204, 304, 404):
             raise BackendError(f"stop of {ref.id} failed: {error_message(response)}")
+
+    async def find(self, job_id: str) -> ExecutionRef | None:
+        """The container named after the job, or its kept result once it was removed."""
+        ref = ExecutionRef(backend=self.name, id=PREFIX + job_id)
+        if self._kept(ref).exists() or await self._state(ref.id) is not None:
+            return ref
+        return None
+
+    async def runs(self) -> dict[str, ExecutionRef]:
+        """Live containers labelled with a job id and named as `start` names them."""
+        filters = json.dumps({"label": [LABEL_JOB]})  # states are matched here: the engines'
+        params = {"all": "true", "filters": filters}
+        response = await self._call("GET", "/containers/json", params=params)
+        if response.status_code != 200:
+            raise BackendError(f"listing containers failed: {error_message(response)}")
+        found: dict[str, ExecutionRef] = {}
+        for container in response.json() or []:
+            job_id = (container.get("Labels") or {}).get(LABEL_JOB)
+            names = {str(name).lstrip("/") for name in container.get("Names") or []}
+            if job_id and PREFIX + job_id in names and str(container.get("State")) not in ENDED:
+                found[job_id] = ExecutionRef(backend=self.name, id=PREFIX + job_id)
+        return found
 
     async def logs(self, ref: ExecutionRef, tail: int = 200) -> str:
         kept = self._kept(ref).with_name("log")
@@ -216,7 +241,7 @@ def _execution(state: dict[str, Any]) -> Execution:
         return Execution(phase="pending")
     if status in ("running", "paused", "restarting", "removing"):
         return Execution(phase="running", startedAt=started)
-    if status not in ("exited", "dead", "stopped"):
+    if status not in ENDED:
         return Execution(phase="unknown", reason=f"container status {status!r}")
     code = int(state.get("ExitCode") or 0)
     if state.get("OOMKilled"):

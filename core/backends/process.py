@@ -8,10 +8,11 @@ and `log` (the bot's stdout and stderr).
 The wrapper (`/bin/sh -c WRAPPER sh <exit file> <command...>`) outlives a SIGTERM to the group
 until the bot ends, to record the bot's own exit code; when `stop` has to SIGKILL the group, it
 records 137 itself. On Linux a pid only counts as the run's while its /proc cmdline names the
-run's exit file (a reused pid is not mistaken for the bot) and it is not a zombie (some container
-inits never reap orphans). Children are spawned with subprocess.Popen: an asyncio subprocess
-transport kills a child that is still running when the transport is closed or collected, and bots
-must outlive the scheduler.
+run's exit file (a reused pid is not mistaken for the bot), or has no cmdline yet (a wrapper
+between fork and exec, started by this or any other process), and it is not a zombie (some
+container inits never reap orphans). Children are spawned with subprocess.Popen: an asyncio
+subprocess transport kills a child that is still running when the transport is closed or
+collected, and bots must outlive the scheduler.
 
 The bot gets its config the way the seed's bot expects it: the JSON on stdin (a file, unlinked
 once the bot holds it open, so `start` never blocks on a bot that does not read it) and as
@@ -132,6 +133,29 @@ class ProcessBackend:
         if not self._running(ref.id, pid, exit_file) and not exit_file.exists():
             with suppress(OSError):  # the wrapper died with the bot: record how
                 _write_atomic(exit_file, f"{128 + sent}\n")
+
+    async def find(self, job_id: str) -> ExecutionRef | None:
+        run = self._run_dir(job_id)
+        if run is None or not (run / "pid").exists():
+            return None
+        return ExecutionRef(backend=self.name, id=job_id)
+
+    async def runs(self) -> dict[str, ExecutionRef]:
+        """Runs whose wrapper is alive, from any process: those without an exit file yet."""
+        live: dict[str, ExecutionRef] = {}
+        for run_id in await asyncio.to_thread(self._unfinished):
+            pid = _read_int(self.runs_dir / run_id / "pid")
+            exit_file = self.runs_dir / run_id / "exit"
+            if pid is not None and self._running(run_id, pid, exit_file):
+                live[run_id] = ExecutionRef(backend=self.name, id=run_id)
+        return live
+
+    def _unfinished(self) -> list[str]:
+        try:
+            names = os.listdir(self.runs_dir)
+        except FileNotFoundError:
+            return []
+        return [name for name in names if not os.path.exists(self.runs_dir / name / "exit")]
 
     async def logs(self, ref: ExecutionRef, tail: int = 200) -> str:
         run = self._existing_run(ref)
@@ -271,8 +295,8 @@ def _is_run(pid: int, exit_file: Path) -> bool:
     fields = _live_stat(pid)
     if fields is None:
         return False
-    if argv == [b""]:  # no arguments yet: our own child, still in its exec
-        return fields[1] == str(os.getpid())
+    if argv == [b""]:  # between fork and exec (a run another process just started), unless
+        return fields[1] not in ("0", "2")  # a kernel thread took the pid (child of kthreadd)
     suffix = os.fsencode(f"{os.sep}{exit_file.parent.name}{os.sep}{exit_file.name}")
     return any(arg.endswith(suffix) for arg in argv)
 

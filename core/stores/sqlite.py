@@ -58,8 +58,9 @@ SCHEMA = (
         ON jobs(priority DESC, sort_ms, id, not_before_ms) WHERE status = 'queued'""",
     """CREATE INDEX IF NOT EXISTS jobs_deadline
         ON jobs(deadline_ms, id) WHERE status = 'queued' AND deadline_ms IS NOT NULL""",
-    """CREATE INDEX IF NOT EXISTS jobs_active
-        ON jobs(status) WHERE status IN ('provisioning', 'running')""",
+    "DROP INDEX IF EXISTS jobs_active",
+    """CREATE INDEX IF NOT EXISTS jobs_holding
+        ON jobs(status) WHERE status IN ('provisioning', 'running', 'stopping')""",
     "CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created_ms DESC, id DESC)",
     "CREATE INDEX IF NOT EXISTS jobs_tenant ON jobs(tenant, created_ms DESC, id DESC)",
     """CREATE INDEX IF NOT EXISTS jobs_tenant_status
@@ -94,7 +95,9 @@ EXPIRING_SQL = (
     "AND deadline_ms <= ? ORDER BY deadline_ms, id LIMIT ?"
 )
 
-ACTIVE_SQL = "SELECT data, version FROM jobs WHERE status IN ('provisioning', 'running')"
+ACTIVE_SQL = (
+    "SELECT data, version FROM jobs WHERE status IN ('provisioning', 'running', 'stopping')"
+)
 
 ACQUIRE_LEASE_SQL = (
     "INSERT INTO leases (name, owner, until_ms) VALUES (?, ?, ?) "

@@ -419,6 +419,57 @@ async def test_an_unreachable_api_is_a_backend_error(
             await call
 
 
+# -- find and runs ---------------------------------------------------------------------------
+
+
+async def test_find_returns_the_ref_start_gave(
+    fake: ContainerAppsFake, backend: ContainerAppsBackend
+) -> None:
+    """Contract fake: find reads the job's executions and matches JOB_ID, live or finished."""
+    job = make_job()
+    fake.add_execution("some-other-job")
+    ref = await backend.start(job)
+    assert await backend.find(job.id) == ref
+    assert await backend.find("never-started") is None
+
+    fake.set_status(ref.id, "Succeeded")
+    assert await backend.find(job.id) == ref
+    assert fake.starts == 1 and fake.invalid == []
+
+
+async def test_runs_lists_live_executions_by_job_id(
+    fake: ContainerAppsFake, backend: ContainerAppsBackend
+) -> None:
+    """Contract fake: runs pages through the executions, keeps the live ones keyed by their
+    JOB_ID and leaves out ended ones and one started by hand (no JOB_ID)."""
+    fake.page_size = 2
+    states = {"running": "Running", "processing": "Processing", "degraded": "Degraded"}
+    states |= {"done": "Succeeded", "failed": "Failed", "stopped": "Stopped"}
+    refs = {job_id: await backend.start(make_job(id=job_id)) for job_id in states}
+    for job_id, state in states.items():
+        fake.set_status(refs[job_id].id, state)
+    fake.add_execution(None, "Running")
+    older = fake.add_execution("running", "Running", started="2020-01-01T00:00:00+00:00")
+
+    runs = await backend.runs()
+    assert runs == {job_id: refs[job_id] for job_id in ("running", "processing", "degraded")}
+    assert runs["running"].id != older  # the newest live one, as a start would adopt
+    assert [q.get("$skiptoken") for q in fake.queries[-4:]] == [None, "2", "4", "6"]
+    assert fake.invalid == []
+
+
+@pytest.mark.parametrize(("status", "code"), [(500, "InternalServerError"), (404, "NotFound")])
+async def test_find_and_runs_raise_when_the_api_cannot_answer(
+    fake: ContainerAppsFake, backend: ContainerAppsBackend, status: int, code: str
+) -> None:
+    """Contract fake answering an ARM error: never "no run", always BackendError."""
+    fake.fail("JobsExecutions_List", status, code, "the service said no", times=2)
+    with pytest.raises(BackendError, match=f"HTTP {status} {code}"):
+        await backend.find(make_job().id)
+    with pytest.raises(BackendError, match=f"HTTP {status} {code}"):
+        await backend.runs()
+
+
 # -- configuration and imports ---------------------------------------------------------------
 
 

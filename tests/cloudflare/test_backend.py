@@ -1,4 +1,5 @@
-"""The Cloudflare Containers backend over a stand-in Durable Object namespace (CPython)."""
+"""The Cloudflare Containers backend over a stand-in Durable Object namespace (CPython): the
+stand-in answers the JSON protocol of infra/cloudflare/src/bot-container.ts, not the real one."""
 
 from __future__ import annotations
 
@@ -37,6 +38,8 @@ class FakeStub:
                 self.namespace.runs[self.name] = run = {"phase": "running", "env": body["env"]}
             return FakeResponse(200, run)
         if path == "/status":
+            if self.namespace.status_error is not None:
+                return FakeResponse(self.namespace.status_error, "Durable Object reset")
             return FakeResponse(404, {}) if run is None else FakeResponse(200, run)
         if path == "/stop":
             return FakeResponse(self.namespace.stop_status, run or {})
@@ -48,6 +51,7 @@ class FakeNamespace:
         self.runs: dict[str, dict[str, Any]] = {}
         self.calls: list[tuple[str, str, str, Any]] = []
         self.stop_status = 200
+        self.status_error: int | None = None
 
     def idFromName(self, name: str) -> str:  # the binding's JS name
         return name
@@ -102,6 +106,32 @@ async def test_errors_are_backend_errors(namespace: FakeNamespace) -> None:
     namespace.stop_status = 500
     with pytest.raises(BackendError):
         await backend.stop(ExecutionRef(backend="cloudflare", id="job-1"))
+
+
+async def test_find_returns_the_ref_start_gave(namespace: FakeNamespace) -> None:
+    """Stand-in binding: find asks the job's Durable Object for its status."""
+    backend = CloudflareContainersBackend(namespace)
+    assert await backend.find("job-1") is None  # never started: the object answers 404
+    ref = await backend.start(_job())
+    assert await backend.find("job-1") == ref
+    namespace.runs["job-1"].update(phase="succeeded", exitCode=0)
+    assert await backend.find("job-1") == ref  # finished runs are found too
+    assert namespace.calls[-1][1:3] == ("GET", "https://bot/status")
+
+
+async def test_find_raises_when_the_object_cannot_answer(namespace: FakeNamespace) -> None:
+    """Stand-in binding answering 500: never "no run", always BackendError."""
+    backend = CloudflareContainersBackend(namespace)
+    namespace.status_error = 500
+    with pytest.raises(BackendError, match="Durable Object reset"):
+        await backend.find("job-1")
+
+
+async def test_runs_cannot_be_listed(namespace: FakeNamespace) -> None:
+    backend = CloudflareContainersBackend(namespace)
+    await backend.start(_job())
+    with pytest.raises(NotSupported, match="cannot list their runs"):
+        await backend.runs()
 
 
 def test_execution_from_tolerates_odd_bodies() -> None:

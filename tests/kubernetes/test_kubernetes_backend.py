@@ -264,6 +264,7 @@ async def test_stop_deletes_the_job_in_the_background(
         (("batch", "jobs", "get"), "status"),
         (("batch", "jobs", "delete"), "stop"),
         (("", "pods", "list"), "logs"),
+        (("batch", "jobs", "list"), "runs"),
     ],
 )
 async def test_forbidden_names_the_missing_rbac_and_hides_the_token(
@@ -281,6 +282,8 @@ async def test_forbidden_names_the_missing_rbac_and_hides_the_token(
             await backend.start(job)
         elif operation == "stop":
             await backend.stop(ref)
+        elif operation == "runs":
+            await backend.runs()
         else:
             await getattr(backend, operation)(ref)
     error = caught.value
@@ -351,6 +354,82 @@ async def test_logs_of_a_gone_job_are_lost(fake: KubeFake, backend: KubernetesBa
     await backend.stop(ref)
     with pytest.raises(ExecutionLost):
         await backend.logs(ref)
+
+
+# -- find and runs ---------------------------------------------------------------------------
+
+
+async def test_find_returns_the_ref_start_gave(fake: KubeFake, backend: KubernetesBackend) -> None:
+    """Contract fake: find GETs the Job named after the job, live or finished."""
+    job, odd = make_job(), make_job(id="Tenant/Job#1")
+    ref, odd_ref = await backend.start(job), await backend.start(odd)
+    assert await backend.find(job.id) == ref
+    assert await backend.find(odd.id) == odd_ref  # the folded name, as start gave it
+    assert await backend.find("never-started") is None
+
+    fake.run(ref.id)
+    fake.complete(ref.id)
+    assert await backend.find(job.id) == ref  # finished, not yet removed by its TTL
+    await backend.stop(ref)
+    assert await backend.find(job.id) is None
+    assert fake.invalid == []
+
+
+async def test_runs_lists_live_jobs_by_job_id(fake: KubeFake, backend: KubernetesBackend) -> None:
+    """Contract fake: runs lists the scheduler's Jobs by label selector and keeps the live ones,
+    keyed by the exact job id (the label value of an odd id is folded; the annotation is not)."""
+    ids = ["pending", "running", "Tenant/Job#1", "completed", "failed", "stopped"]
+    refs = {job_id: await backend.start(make_job(id=job_id)) for job_id in ids}
+    fake.run(refs["running"].id)
+    fake.run(refs["completed"].id)
+    fake.complete(refs["completed"].id)
+    fake.fail(refs["failed"].id)
+    await backend.stop(refs["stopped"])
+    fake.add_foreign_job("botsched-foreign", {LABEL_JOB: "foreign", MANAGED_BY: "someone-else"})
+    fake.add_foreign_job("botsched-unlabelled", {MANAGED_BY: "bot-scheduler"})
+
+    runs = await backend.runs()
+    assert runs == {job_id: refs[job_id] for job_id in ("pending", "running", "Tenant/Job#1")}
+    listed = fake.requests[-1]
+    assert listed.url.path == f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs"
+    selector = listed.query_params["labelSelector"]
+    assert selector == f"{MANAGED_BY}=bot-scheduler,{LABEL_JOB}"
+    assert fake.invalid == []
+
+
+async def test_runs_reads_every_page(
+    fake: KubeFake, backend: KubernetesBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("core.backends.kubernetes.PAGE_SIZE", 2)
+    refs = {job_id: await backend.start(make_job(id=job_id)) for job_id in "abcde"}
+    assert await backend.runs() == refs
+    pages = [r.query_params.get("continue") for r in fake.requests if r.method == "GET"]
+    assert pages == [None, "2", "4"] and fake.invalid == []
+
+
+async def test_find_and_runs_raise_when_the_api_cannot_answer(
+    fake: KubeFake, backend: KubernetesBackend, settings: Settings
+) -> None:
+    """An error is never "no run": find and runs raise BackendError (contract fake for the
+    403s, an httpx MockTransport for the 500)."""
+    ref = await backend.start(make_job())
+    fake.denied.update({("batch", "jobs", "get"), ("batch", "jobs", "list")})
+    with pytest.raises(BackendError, match="403"):
+        await backend.find(make_job().id)
+    with pytest.raises(BackendError, match="'list' on 'jobs'"):
+        await backend.runs()
+
+    def broken(request: httpx.Request) -> httpx.Response:
+        body = {"kind": "Status", "reason": "InternalError", "message": "etcdserver: timeout"}
+        return httpx.Response(500, json=body)
+
+    cluster = Cluster(server=SERVER, token=StaticToken(TOKEN))
+    failing = KubernetesBackend(settings, cluster, transport=httpx.MockTransport(broken))
+    with pytest.raises(BackendError, match="etcdserver: timeout"):
+        await failing.find(ref.id.removeprefix("botsched-"))
+    with pytest.raises(BackendError, match="etcdserver: timeout"):
+        await failing.runs()
+    await failing.close()
 
 
 # -- imports ---------------------------------------------------------------------------------

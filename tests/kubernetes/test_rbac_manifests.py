@@ -83,6 +83,8 @@ async def test_the_backend_uses_exactly_that_set(
     assert await backend.logs(ref) == "hello\n"
     fake.fail(ref.id, exit_code=1)
     await backend.status(ref)  # failed: lists pods for the exit code
+    assert await backend.find(job.id) == ref
+    assert await backend.runs() == {}  # failed: not live
     await backend.stop(ref)
 
     assert set(fake.calls) == set(RBAC)

@@ -9,22 +9,31 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from core.api import create_app
+from core.backends.engine import Endpoint
 from core.backends.podman import LABEL_JOB, LABEL_TENANT, PREFIX, PodmanBackend
 from core.config import Settings
 from core.errors import BackendError
-from core.models import Job, JobSpec, JobState
+from core.models import ExecutionRef, Job, JobSpec, JobState
 from core.runtime import Runtime
 from core.scheduler import Scheduler
 from core.stores.memory import MemoryStore
 from tests.podman_env import PodmanEnv
+from tests.specs import serve_in_thread
 
 pytestmark = pytest.mark.podman
 
@@ -147,8 +156,8 @@ async def test_cancel_stops_the_running_container(harness: Harness, podman: Podm
     await _wait_for_log(harness, job_id, "sleeping")
     response = await harness.client.delete(f"/api/scheduler/jobs/{job_id}")
     assert response.status_code == 200 and response.json()["job"]["status"] == "cancelled"
-    [container] = containers_of(podman, job_id)
-    assert container["State"] == "exited"
+    # stopped: exited, or already removed once its logs and exit state were kept
+    assert all(c["State"] == "exited" for c in containers_of(podman, job_id))
     assert "got TERM" in await harness.logs(job_id)
 
 
@@ -261,3 +270,114 @@ async def _wait_for_log(harness: Harness, job_id: str, text: str) -> None:
             return
         await asyncio.sleep(0.1)
     raise AssertionError(f"{text!r} never appeared in the logs of {job_id}")
+
+
+# -- find and runs: what the scheduler reads before a retry and in its reconcile pass ------------
+
+
+@pytest.fixture
+async def backend(podman: PodmanEnv, tmp_path: Path) -> AsyncIterator[PodmanBackend]:
+    backend = PodmanBackend(settings_for(podman, tmp_path))
+    yield backend
+    await backend.close()
+
+
+def a_job(**config: Any) -> Job:
+    now = datetime.now(UTC)
+    return Job(id=f"job-{uuid.uuid4().hex[:12]}", tenant="t1", meetingUrl="https://meet.example/x",
+               config=config, createdAt=now, updatedAt=now, notBefore=now)  # fmt: skip
+
+
+def wait_until_exited(podman: PodmanEnv, name: str) -> None:
+    deadline = time.monotonic() + DEADLINE
+    with engine(podman) as client:
+        while time.monotonic() < deadline:
+            if client.get(f"/containers/{name}/json").json()["State"]["Status"] == "exited":
+                return
+            time.sleep(0.2)
+    raise AssertionError(f"container {name} never exited")
+
+
+def run_foreign_container(podman: PodmanEnv, name: str, labels: dict[str, str]) -> None:
+    """A running container that the backend did not start: same image, other labels."""
+    body = {"Image": podman.bot_image, "Entrypoint": ["sleep"], "Cmd": ["30"], "Labels": labels}
+    with engine(podman) as client:
+        created = client.post("/containers/create", params={"name": name}, json=body)
+        assert created.status_code == 201, created.text
+        started = client.post(f"/containers/{name}/start")
+        assert started.status_code in (204, 304), started.text
+
+
+async def test_find_returns_the_ref_start_gave_live_or_finished(
+    backend: PodmanBackend, podman: PodmanEnv
+) -> None:
+    """REAL Podman: find inspects the container named after the job, and once a finished
+    container was kept and removed, finds its kept result."""
+    job = a_job(test_exit_code=0)
+    ref = await backend.start(job)
+    assert await backend.find(job.id) == ref
+    assert await backend.find(f"never-started-{uuid.uuid4().hex[:8]}") is None
+
+    deadline = time.monotonic() + DEADLINE
+    while (await backend.status(ref)).phase != "succeeded":
+        assert time.monotonic() < deadline, "the bot never finished"
+        await asyncio.sleep(0.2)
+    assert containers_of(podman, job.id) == []  # kept and removed: found all the same
+    assert await backend.find(job.id) == ref
+
+
+async def test_runs_lists_live_containers_by_job_id_only(
+    backend: PodmanBackend, podman: PodmanEnv
+) -> None:
+    """REAL Podman: runs lists a live container by its job id and leaves out a finished one, a
+    stopped one and a running one carrying another label (even under a name like ours)."""
+    live, done, stopped = a_job(test_sleep=30), a_job(test_exit_code=0), a_job(test_sleep=30)
+    live_ref = await backend.start(live)
+    done_ref = await backend.start(done)
+    await backend.stop(await backend.start(stopped))
+    foreign = f"job-{uuid.uuid4().hex[:12]}"
+    run_foreign_container(podman, PREFIX + foreign, {"io.example.job": foreign})
+    try:
+        wait_until_exited(podman, done_ref.id)
+        runs = await backend.runs()
+        assert runs[live.id] == live_ref
+        assert {done.id, stopped.id, foreign}.isdisjoint(runs)
+        assert all(
+            ref == ExecutionRef(backend="podman", id=PREFIX + key) for key, ref in runs.items()
+        )
+    finally:
+        await backend.stop(live_ref)
+        with engine(podman) as client:
+            client.delete(f"/containers/{PREFIX}{foreign}", params={"force": 1})
+    assert live.id not in await backend.runs()
+
+
+async def test_find_and_runs_raise_when_the_engine_cannot_answer(tmp_path: Path) -> None:
+    """A STAND-IN engine (uvicorn on loopback) that answers 500 to everything, and no engine at
+    all: find must raise BackendError, never answer None ("no run"), and so must runs."""
+
+    async def broken(request: Request) -> JSONResponse:
+        return JSONResponse({"message": "database is locked"}, status_code=500)
+
+    app = Starlette(routes=[Route("/{path:path}", broken, methods=["GET"])])
+    settings = Settings.from_env({"PLATFORM": "podman", "SCHEDULER_DATA_DIR": str(tmp_path)})
+    with serve_in_thread(app) as url:
+        port = int(url.rsplit(":", 1)[1])
+        backend = PodmanBackend(settings, Endpoint("podman", host="127.0.0.1", port=port))
+        with pytest.raises(BackendError, match="database is locked"):
+            await backend.find("job-1")
+        with pytest.raises(BackendError, match="database is locked"):
+            await backend.runs()
+        await backend.close()
+    nowhere = Settings.from_env(
+        {
+            "PLATFORM": "podman",
+            "AUTO_DETECT_ENGINE": "false",
+            "DOCKER_HOST": f"unix://{tmp_path}/nothing-here.sock",
+            "SCHEDULER_DATA_DIR": str(tmp_path),
+        }
+    )
+    backend = PodmanBackend(nowhere)
+    with pytest.raises(BackendError, match=r"nothing-here\.sock"):
+        await backend.find("job-1")
+    await backend.close()

@@ -17,8 +17,10 @@ from core.config import Settings
 from core.models import Job, JobSpec, JobState
 from core.ports import JobStore
 from core.scheduler import Scheduler
+from core.stores.d1 import D1Store
 from core.stores.memory import MemoryStore
 from core.stores.sqlite import SqliteStore
+from tests.d1_fake import D1Database
 from tests.fakes import FakeBackend
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -69,6 +71,8 @@ async def open_store(kind: str, tmp_path: Path) -> JobStore:
         store = MemoryStore()
     elif kind == "sqlite":
         store = SqliteStore(tmp_path / "jobs.db")
+    elif kind == "d1":  # the D1 store over its stand-in binding (tests/d1_fake.py)
+        store = D1Store(D1Database(tmp_path / "d1.db"))
     else:
         raise ValueError(kind)
     await store.open()

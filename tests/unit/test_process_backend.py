@@ -317,3 +317,68 @@ def test_from_settings(tmp_path: Path) -> None:
     custom = ProcessBackend.from_settings(Settings(bot_command="node bot.js --name 'a b'"))
     assert custom.command == ["node", "bot.js", "--name", "a b"]
     assert custom.runs_dir == (Path("data") / "runs").absolute()
+
+
+# -- find and runs: what the scheduler asks before a retry and in its reconcile pass -------------
+
+
+async def test_find_returns_the_ref_start_gave_and_none_for_a_job_never_started(
+    backend_for: Factory,
+) -> None:
+    backend = backend_for(sh("sleep 30"))
+    ref = await backend.start(make_job("job-a"))
+    assert await backend.find("job-a") == ref
+    assert await backend.find("job-b") is None
+    assert await backend.find("../escape") is None
+
+
+async def test_runs_lists_live_runs_of_any_instance_and_omits_finished_ones(
+    backend_for: Factory,
+) -> None:
+    sleeper, quick = backend_for(sh("sleep 30")), backend_for(sh("exit 0"))
+    live = await sleeper.start(make_job("live"))
+    done = await quick.start(make_job("done"))
+    await until_done(quick, done)
+    other = backend_for(sh("true"))  # another process's view of the same runs
+    assert await other.runs() == {"live": live}
+    await other.stop(live)
+    assert await other.runs() == {}
+
+
+STARTER = """
+import asyncio, sys
+from core.backends.process import ProcessBackend
+from tests.unit.test_process_backend import make_job
+
+async def main() -> None:
+    backend = ProcessBackend(["sleep", "30"], sys.argv[1])
+    for n in range(int(sys.argv[2])):
+        await backend.start(make_job(f"run-{n}"))
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.skipif(not HAS_PROC, reason="needs /proc")
+async def test_runs_another_process_just_started_are_running_from_here(
+    backend_for: Factory, tmp_path: Path
+) -> None:
+    """Another scheduler process starts bots while this one asks for their status at once:
+    a wrapper caught between fork and exec has no cmdline yet, and must still count as alive."""
+    watcher = backend_for(sh("true"))
+    count = 20
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", STARTER, str(watcher.runs_dir), str(count), cwd=ROOT
+    )
+    seen: dict[str, str] = {}
+    deadline = time.monotonic() + TIMEOUT
+    while len(seen) < count and time.monotonic() < deadline:
+        for n in range(count):
+            run_id = f"run-{n}"
+            if run_id not in seen and (watcher.runs_dir / run_id / "pid").exists():
+                execution = await watcher.status(ExecutionRef(backend="process", id=run_id))
+                seen[run_id] = f"{execution.phase}: {execution.reason}"
+        await asyncio.sleep(0)
+    assert await proc.wait() == 0
+    assert seen == {f"run-{n}": "running: None" for n in range(count)}
+    assert sorted(await watcher.runs()) == sorted(seen)

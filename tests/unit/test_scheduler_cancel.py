@@ -11,7 +11,7 @@ from core.models import JobState
 from core.ports import JobStore
 from core.scheduler import Scheduler
 from tests.fakes import FakeBackend
-from tests.unit.conftest import T0, Clock, GatedBackend, MakeScheduler, fresh, spec, status_of
+from tests.unit.conftest import T0, Clock, GatedBackend, MakeScheduler, spec, status_of
 
 # -- cancel ------------------------------------------------------------------------------------
 
@@ -49,17 +49,18 @@ async def test_cancel_while_provisioning_stops_the_run_that_starts(
     drain = asyncio.create_task(scheduler.drain_once(clock.at(0)))
     await asyncio.wait_for(gated.entered.wait(), 5)
     assert await status_of(store, job) is JobState.PROVISIONING
-    cancelled = await scheduler.cancel("acme", job.id)
-    assert cancelled.status is JobState.CANCELLED
+    # the dispatcher may be starting the run: the job holds its slot until that run is gone
+    stopping = await scheduler.cancel("acme", job.id)
+    assert stopping.status is JobState.STOPPING and stopping.outcome is JobState.CANCELLED
     gated.gate.set()
     report = await asyncio.wait_for(drain, 5)
 
     assert report.dispatched == 0
     assert gated.starts[job.id] == 1 and gated.stopped == [job.id]
-    assert gated.runs[job.id].phase != "running"
+    assert gated.executions[job.id].phase != "running"
+    assert await status_of(store, job) is JobState.CANCELLED  # its dispatcher settled it
     await scheduler.drain_once(clock.at(500))
-    final = await fresh(store, job)
-    assert final.status is JobState.CANCELLED and final.execution is None
+    assert await status_of(store, job) is JobState.CANCELLED
     assert gated.starts[job.id] == 1
 
 
@@ -110,16 +111,16 @@ async def test_a_slow_start_after_recovery_is_adopted_then_cancel_stops_it(
 
     drain = asyncio.create_task(slow.drain_once(clock.at(0)))
     await asyncio.wait_for(gated.entered.wait(), 5)
-    assert (await other.drain_once(clock.at(120))).recovered == 1  # the claim ran out
+    assert (await other.drain_once(clock.at(130))).recovered == 1  # the claim ran out
     assert await status_of(store, job) is JobState.QUEUED
     gated.gate.set()
     await asyncio.wait_for(drain, 5)  # the slow start did start a run, then lost the race
-    # The requeued job adopts the run it would otherwise never know about.
+    # The requeued job adopts the run (through a claim the caps verify) instead of a second one.
     stored = await store.get(job.id)
     assert stored is not None and stored.status is JobState.RUNNING
     assert stored.execution is not None and gated.starts[job.id] == 1
 
     await other.cancel("acme", job.id)
-    assert gated.runs[job.id].phase != "running", "the bot keeps recording a cancelled job"
+    assert gated.executions[job.id].phase != "running", "the bot keeps recording a cancelled job"
     await other.drain_once(clock.at(200))
     assert gated.starts[job.id] == 1

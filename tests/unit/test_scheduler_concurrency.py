@@ -39,7 +39,7 @@ class CountingBackend(FakeBackend):
         self.max_running = 0
 
     def running(self) -> list[str]:
-        return [job_id for job_id, run in self.runs.items() if run.phase == "running"]
+        return [job_id for job_id, run in self.executions.items() if run.phase == "running"]
 
     async def start(self, job: Job) -> ExecutionRef:
         self.calls[job.id] += 1

@@ -1,0 +1,156 @@
+"""What every step of the scheduler shares: compare-and-set writes, retries and stopping runs.
+
+A job holds a slot of the concurrency caps while it is active (provisioning, running, stopping):
+from the claim that may start its run until the backend confirms the run gone. Leaving the active
+states is therefore only ever done by a step that knows no run exists: the run ended, the backend
+says it has none, or the claim was undone before any start. See "How it schedules" in the README.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from core.config import Settings
+from core.errors import BackendError, Conflict, ExecutionLost, NotFound
+from core.faults import FAULTS
+from core.models import DrainReport, ExecutionRef, Job, JobState
+from core.ports import Backend, JobStore
+
+log = logging.getLogger("botsched.scheduler")
+
+
+class Transitions:
+    def __init__(
+        self,
+        store: JobStore,
+        backend: Backend,
+        settings: Settings,
+        owner: str,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.store = store
+        self.backend = backend
+        self.settings = settings
+        self.owner = owner
+        self.clock = clock
+        self.events: Counter[str] = Counter()
+
+    def _now(self, now: datetime | None) -> datetime:
+        """A fresh reading for each step, unless the caller fixed the time (tests)."""
+        return now or self.clock()
+
+    def _claim_may_live(self, job: Job, now: datetime) -> bool:
+        """Whether the dispatcher holding `job`'s claim may still be starting its run, allowing
+        for clocks that differ by up to max_clock_skew_seconds."""
+        if job.leaseUntil is None:
+            return False
+        return now < job.leaseUntil + timedelta(seconds=self.settings.max_clock_skew_seconds)
+
+    # -- writes ------------------------------------------------------------------------------
+
+    async def _write(self, job: Job, **changes: Any) -> Job:
+        """Compare-and-set `changes` onto `job`; raises Conflict when someone else moved first."""
+        assert job.version is not None, "only stored jobs can be updated"
+        changes.setdefault("updatedAt", self.clock())
+        return await self.store.update(job.model_copy(update=changes), job.version)
+
+    async def _try_write(self, job: Job, report: DrainReport, **changes: Any) -> Job | None:
+        """`_write`, where losing the race is normal and silent."""
+        try:
+            return await self._write(job, **changes)
+        except (Conflict, NotFound):
+            report.conflicts += 1
+            return None
+
+    async def _final(self, job: Job, report: DrainReport, state: JobState, **fields: Any) -> bool:
+        written = await self._try_write(
+            job, report, status=state, outcome=None, leaseOwner=None, leaseUntil=None, **fields
+        )
+        if written is not None:
+            self.events[state.value] += 1
+        return written is not None
+
+    async def _retry(self, job: Job, now: datetime, error: str, report: DrainReport) -> None:
+        """Back to the queue with exponential backoff, or failed once attempts are spent. Only
+        for a job the backend has no run for: a queued job holds no slot."""
+        if job.attempts >= self.settings.max_attempts:
+            reason = f"gave up after {job.attempts} attempts"
+            if await self._final(
+                job, report, JobState.FAILED, reason=reason, error=error, completedAt=now
+            ):
+                report.failed += 1
+            return
+        delay = self.settings.retry_base_seconds * 2 ** max(job.attempts - 1, 0)
+        delay = min(delay, self.settings.retry_max_seconds)
+        if await self._try_write(
+            job,
+            report,
+            status=JobState.QUEUED,
+            error=error,
+            execution=None,
+            notBefore=now + timedelta(seconds=delay),
+            leaseOwner=None,
+            leaseUntil=None,
+        ):
+            report.retried += 1
+            self.events["retried"] += 1
+
+    async def _adopt(self, job: Job, ref: ExecutionRef, now: datetime, report: DrainReport) -> bool:
+        """An active job takes the run the backend has for it: it held its slot all along."""
+        adopted = await self._try_write(
+            job,
+            report,
+            status=JobState.RUNNING,
+            execution=ref,
+            startedAt=job.startedAt or now,
+            leaseOwner=None,
+            leaseUntil=None,
+        )
+        return adopted is not None
+
+    # -- stopping ----------------------------------------------------------------------------
+
+    async def _begin_stop(
+        self, job: Job, outcome: JobState, report: DrainReport, **fields: Any
+    ) -> Job | None:
+        """Move an active job to `stopping`: it keeps its slot until its run is gone, then
+        `_settle` writes `outcome`. A job with no claim alive and no run takes it at once."""
+        stopping = await self._try_write(
+            job, report, status=JobState.STOPPING, outcome=outcome, **fields
+        )
+        if stopping is None:
+            return None
+        return await self._settle(stopping, report)
+
+    async def _settle(self, job: Job, report: DrainReport, *, claim_done: bool = False) -> Job:
+        """Stop a `stopping` job's run; once the backend confirms it gone, write the outcome.
+        Whatever fails leaves the job in `stopping` (still holding its slot) for the next drain.
+        `claim_done`: the caller is the claim's dispatcher and starts nothing more for it."""
+        if not claim_done and self._claim_may_live(job, self.clock()):
+            return job  # its dispatcher may be starting the run; it settles the job itself
+        try:
+            ref = job.execution or await self.backend.find(job.id)
+            if ref is not None and not await self._stopped(ref):
+                return job
+        except BackendError as exc:
+            log.warning("stop of job %s failed: %s", job.id, exc.message)
+            self.events["stop_errors"] += 1
+            return job
+        if await self._final(job, report, job.outcome or JobState.CANCELLED):
+            report.stopped += 1
+        current = await self.store.get(job.id)
+        return current or job
+
+    async def _stopped(self, ref: ExecutionRef) -> bool:
+        """Stop the run, then ask whether it is gone (ended, or unknown to the backend)."""
+        await self.backend.stop(ref)
+        FAULTS.point("during_stop")
+        try:
+            execution = await self.backend.status(ref)
+        except ExecutionLost:
+            return True
+        return execution.phase in ("succeeded", "failed")
