@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Iterable
 from datetime import datetime, timedelta
 
 from core.config import Settings
-from core.errors import BackendError, Conflict
+from core.errors import BackendError, Conflict, StartRefused
 from core.faults import FAULTS
 from core.models import DrainReport, ExecutionRef, Job, JobState
 from core.transitions import Transitions
@@ -206,6 +206,12 @@ class Dispatching(Transitions):
             return 0
         if found is not None:
             return await self._record_run(job, found, report)
+        if isinstance(exc, StartRefused):  # retrying cannot succeed: fail now, say why
+            error = f"start refused: {message}"
+            fields = {"reason": error, "error": error, "completedAt": self.clock()}
+            if await self._final(job, report, JobState.FAILED, **fields):
+                report.failed += 1
+            return 0
         await self._retry(job, self.clock(), f"start failed: {message}", report)
         return 0
 

@@ -83,6 +83,13 @@ class ExecutionLost(BackendError):
     code = "execution_lost"
 
 
+class StartRefused(BackendError):
+    """The backend refuses this job's start for good (an invalid request, a bot command that
+    does not exist): retrying cannot succeed, so the job fails at once."""
+
+    code = "start_refused"
+
+
 class NotSupported(SchedulerError):
     """The backend cannot do this (for example serve logs); the job itself is fine."""
 

@@ -66,7 +66,7 @@ from core.backends.kube_jobs import (
     valid_name,
 )
 from core.config import Settings
-from core.errors import BackendError, ConfigError, ExecutionLost
+from core.errors import BackendError, ConfigError, ExecutionLost, StartRefused
 from core.models import Execution, ExecutionRef, Job
 
 CONTAINER = "bot"
@@ -132,6 +132,9 @@ class KubernetesBackend:
         response = await self._call(CREATE_JOB, "POST", self._jobs(), json=body)
         if response.status_code == 409 and api_status(response).get("reason") == "AlreadyExists":
             pass  # a start before this one created it: adopt that Job
+        elif response.status_code in (400, 422):  # an invalid Job: retrying cannot help
+            error = failed(CREATE_JOB, name, response)
+            raise StartRefused(error.message, **error.details)
         elif response.status_code not in (200, 201, 202):
             raise failed(CREATE_JOB, name, response)
         return ExecutionRef(backend=self.name, id=name)

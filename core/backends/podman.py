@@ -29,7 +29,7 @@ import httpx
 from core.backends.engine import Endpoint, attach_stdin, demux, detect, error_message, send_stdin
 from core.backends.exits import exit_reason
 from core.config import Settings
-from core.errors import BackendError, ExecutionLost
+from core.errors import BackendError, ExecutionLost, StartRefused
 from core.models import Execution, ExecutionRef, Job
 from core.resources import cpu_nanos, memory_bytes
 
@@ -156,6 +156,8 @@ class PodmanBackend:
             )
         if response.status_code == 409:  # someone created it first: adopt theirs
             return await self._state(name) or {}
+        if response.status_code == 400:  # the engine refuses this container for good
+            raise StartRefused(f"create of {name} refused: {error_message(response)}")
         if response.status_code != 201:
             raise BackendError(f"create of {name} failed: {error_message(response)}")
         return {"Status": "created"}

@@ -42,7 +42,7 @@ from pathlib import Path
 
 from core.backends.exits import exit_reason
 from core.config import Settings
-from core.errors import BackendError, ExecutionLost
+from core.errors import BackendError, ExecutionLost, StartRefused
 from core.models import Execution, ExecutionRef, Job
 
 # $1 is the exit file. Trapping TERM (rather than ignoring it, which the bot would inherit) keeps
@@ -86,7 +86,7 @@ class ProcessBackend:
     async def start(self, job: Job) -> ExecutionRef:
         run = self._run_dir(job.id)
         if run is None:
-            raise BackendError(f"job id {job.id!r} cannot name a run directory")
+            raise StartRefused(f"job id {job.id!r} cannot name a run directory")
         ref = ExecutionRef(backend=self.name, id=job.id)
         try:
             run.mkdir(parents=True, exist_ok=True)
@@ -187,7 +187,7 @@ class ProcessBackend:
         )
         program = self.command[0]
         if shutil.which(program, path=env.get("PATH", os.defpath)) is None:
-            raise BackendError(f"bot command not found: {program}", command=program)
+            raise StartRefused(f"bot command not found: {program}", command=program)
         argv = ["/bin/sh", "-c", WRAPPER, "sh", str(run / "exit"), *self.command]
         try:
             proc = _popen(argv, env, config, run)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import BackendError
+from core.errors import BackendError, StartRefused
 from core.models import DrainReport, ExecutionRef, Job, JobState
 from core.ports import JobStore
 from core.scheduler import Scheduler
@@ -272,3 +272,29 @@ async def test_a_late_start_after_recovery_is_adopted_within_the_caps(
     await slow._record_run(claimed, ref, report)
     assert backend.stopped == [job.id] and backend.alive() == 1
     assert (await fresh(store, job)).status is JobState.QUEUED
+
+
+class RefusingBackend(FakeBackend):
+    def __init__(self, error: BackendError) -> None:
+        super().__init__()
+        self.error = error
+
+    async def start(self, job: Job) -> ExecutionRef:
+        raise self.error
+
+
+@pytest.mark.parametrize("refused", [True, False], ids=["refused", "transient"])
+async def test_a_start_that_cannot_succeed_fails_at_once_and_a_transient_one_is_retried(
+    store: JobStore, clock: Clock, refused: bool
+) -> None:
+    error = StartRefused("bot command not found: bot") if refused else BackendError("timeout")
+    scheduler = Scheduler(store, RefusingBackend(error), settings(), clock=clock)
+    job, _ = await scheduler.submit("acme", spec())
+    await scheduler.drain_once(clock.at(0))
+    after = await fresh(store, job)
+    assert after.attempts == 1
+    if refused:
+        assert after.status is JobState.FAILED and after.completedAt == at(0)
+        assert after.error == "start refused: bot command not found: bot"
+    else:
+        assert after.status is JobState.QUEUED and after.error == "start failed: timeout"
