@@ -1,12 +1,14 @@
 """An in-process JobStore: the contract's reference, the tests' store, `SCHEDULER_STORE=memory`.
 
 Every method runs without an `await` between its reads and its writes, so each one is atomic under
-asyncio. Jobs are deep-copied in and out, so callers never share state with the store. `due` and
-`expiring` scan the queued jobs and keep the best `limit` (O(n log limit)); fine for memory.
+asyncio. Jobs are deep-copied in and out, so callers never share state with the store. `due`
+walks a sorted index of the queued jobs from the best and stops after `limit` due ones, and
+`active` reads a set of ids, so neither grows with the queue; `expiring` and the listings scan.
 """
 
 from __future__ import annotations
 
+import bisect
 import heapq
 from collections.abc import Iterable
 from datetime import datetime
@@ -33,6 +35,8 @@ class MemoryStore:
         self._jobs: dict[str, Job] = {}
         self._keys: dict[KeyEntry, str] = {}  # -> id of the job holding that key
         self._leases: dict[str, tuple[str, int]] = {}  # name -> (owner, until ms)
+        self._queue: list[tuple[int, int, str]] = []  # _queue_order of queued jobs, sorted
+        self._active: set[str] = set()
 
     async def open(self) -> None:
         return None
@@ -47,6 +51,7 @@ class MemoryStore:
         stored = job.model_copy(deep=True, update={"version": "1"})
         self._jobs[stored.id] = stored
         self._index_keys(stored)
+        self._index_state(stored)
         return stored.model_copy(deep=True)
 
     async def get(self, job_id: str) -> Job | None:
@@ -75,13 +80,14 @@ class MemoryStore:
         return Page(jobs=self._copies(page), nextCursor=next_cursor)
 
     async def due(self, now: datetime, limit: int) -> list[Job]:
-        now_ms = to_ms(now)
-        ready = (
-            job
-            for job in self._jobs.values()
-            if job.status == JobState.QUEUED and to_ms(job.notBefore) <= now_ms
-        )
-        return self._copies(heapq.nsmallest(limit, ready, key=_queue_order))
+        ready: list[Job] = []
+        for _, _, job_id in self._queue:
+            if len(ready) >= limit:
+                break
+            job = self._jobs[job_id]
+            if job.notBefore <= now:
+                ready.append(job)
+        return self._copies(ready)
 
     async def expiring(self, now: datetime, limit: int) -> list[Job]:
         now_ms = to_ms(now)
@@ -97,7 +103,7 @@ class MemoryStore:
         )
 
     async def active(self) -> list[Job]:
-        return self._copies(job for job in self._jobs.values() if job.status in ACTIVE_STATES)
+        return self._copies(self._jobs[job_id] for job_id in self._active)
 
     async def counts(self, tenant: str | None = None) -> dict[JobState, int]:
         counts = dict.fromkeys(JobState, 0)
@@ -116,8 +122,10 @@ class MemoryStore:
         version = str(int(expected_version) + 1)
         updated = job.model_copy(deep=True, update={"version": version})
         self._unindex_keys(stored)
+        self._unindex_state(stored)
         self._jobs[job.id] = updated
         self._index_keys(updated)
+        self._index_state(updated)
         return updated.model_copy(deep=True)
 
     async def acquire_lease(self, name: str, owner: str, until: datetime, now: datetime) -> bool:
@@ -157,6 +165,18 @@ class MemoryStore:
     def _index_keys(self, job: Job) -> None:
         for entry in self._key_entries(job):
             self._keys[entry] = job.id
+
+    def _index_state(self, job: Job) -> None:
+        if job.status is JobState.QUEUED:
+            bisect.insort(self._queue, _queue_order(job))
+        elif job.status in ACTIVE_STATES:
+            self._active.add(job.id)
+
+    def _unindex_state(self, job: Job) -> None:
+        if job.status is JobState.QUEUED:
+            index = bisect.bisect_left(self._queue, _queue_order(job))
+            del self._queue[index]
+        self._active.discard(job.id)
 
     def _unindex_keys(self, job: Job) -> None:
         for entry in self._key_entries(job):
