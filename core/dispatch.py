@@ -97,18 +97,21 @@ class Dispatching(Transitions):
                 break
             if not budget.fits(job.tenant) or _past(job.deadline, moment):
                 continue
-            owned = await self._try_write(
-                job,
-                report,
-                status=JobState.PROVISIONING,
-                attempts=job.attempts + 1,
-                leaseOwner=self.owner,
-                leaseUntil=until,
-            )
+            owned = await self._claim_one(job, until, report)
             if owned is not None:
                 claimed.append(owned)
                 budget.take(job.tenant)
         return claimed
+
+    async def _claim_one(self, job: Job, until: datetime, report: DrainReport) -> Job | None:
+        return await self._try_write(
+            job,
+            report,
+            status=JobState.PROVISIONING,
+            attempts=job.attempts + 1,
+            leaseOwner=self.owner,
+            leaseUntil=until,
+        )
 
     async def _verify(self, claimed: list[Job], report: DrainReport) -> list[Job]:
         """Keep the claims that fit the caps beside every other active job; undo the rest."""
@@ -232,14 +235,7 @@ class Dispatching(Transitions):
         """A queued job whose run exists takes it through a claim and the caps' verification,
         like any start; over the caps, the run is stopped instead."""
         until = self.clock() + timedelta(seconds=self.settings.claim_ttl_seconds)
-        claimed = await self._try_write(
-            job,
-            report,
-            status=JobState.PROVISIONING,
-            attempts=job.attempts + 1,
-            leaseOwner=self.owner,
-            leaseUntil=until,
-        )
+        claimed = await self._claim_one(job, until, report)
         if claimed is None:
             return  # someone else moved it: their step, or the next reconcile, handles the run
         if await self._verify([claimed], report):

@@ -6,6 +6,7 @@ Scheduling logic never sleeps for real: every drain gets an explicit time from `
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -142,3 +143,35 @@ class GatedBackend(FakeBackend):
         self.entered.set()
         await self.gate.wait()
         return await super().start(job)
+
+
+class YieldingStore:
+    """A store wrapper that yields to the event loop before and after every call, so that
+    concurrent dispatchers interleave between reads and writes even on the in-memory store."""
+
+    def __init__(self, inner: JobStore, seed: int) -> None:
+        self._inner = inner
+        self._random = random.Random(seed)
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._inner, name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            for _ in range(self._random.randint(0, 2)):
+                await asyncio.sleep(0)
+            result = await method(*args, **kwargs)
+            for _ in range(self._random.randint(0, 2)):
+                await asyncio.sleep(0)
+            return result
+
+        return call
+
+
+@pytest.fixture(params=["memory", "memory-yielding", "d1-yielding", "sqlite"])
+async def race_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[JobStore]:
+    kind: str = request.param
+    store = await open_store(kind.split("-")[0], tmp_path)
+    try:
+        yield YieldingStore(store, seed=7) if kind.endswith("yielding") else store  # type: ignore[misc]
+    finally:
+        await store.close()

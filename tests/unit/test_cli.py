@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import socket
+import sqlite3
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,6 +27,8 @@ ENV_VARS = (
     "SCHEDULER_AUTH_DISABLED",
     "SCHEDULER_STORE",
     "SCHEDULER_DATA_DIR",
+    "SCHEDULER_SQLITE_PATH",
+    "PLATFORM",
     "BOT_COMMAND",
 )
 
@@ -180,12 +184,12 @@ def test_settings_with_overrides_the_environment(monkeypatch: pytest.MonkeyPatch
         ({"SCHEDULER_API_KEYS": "short:t"}, "8 characters"),
     ],
 )
-def test_bad_settings_exit_1_with_the_variable(
+def test_bad_settings_exit_2_with_the_variable(
     overrides: dict[str, str], needle: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as exited:
         cli.settings_with(overrides)
-    assert exited.value.code == 1
+    assert exited.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("botsched: ") and needle in err
     assert "Traceback" not in err
@@ -194,7 +198,7 @@ def test_bad_settings_exit_1_with_the_variable(
 def test_serve_refuses_an_exposed_host_without_keys(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         cli.main(["serve", "--host", "0.0.0.0", "--port", "9"])
-    assert exited.value.code == 1
+    assert exited.value.code == 2
     assert "SCHEDULER_API_KEYS" in capsys.readouterr().err
 
 
@@ -204,7 +208,92 @@ def test_drain_once_prints_a_report(
     monkeypatch.setenv("SCHEDULER_STORE", "memory")
     monkeypatch.setenv("SCHEDULER_DATA_DIR", str(tmp_path))
     cli.main(["drain", "--once"])
-    assert json.loads(capsys.readouterr().out) == {"idle": True}
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == {"idle": True}
+    assert captured.err == "botsched: draining the memory store (empty at start, lost on exit)\n"
+
+
+def test_drain_names_the_sqlite_store_it_drains(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    database = tmp_path / "scheduler.db"
+    sqlite3.connect(database).close()
+    monkeypatch.setenv("SCHEDULER_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("BOTSCHED_URL", "http://sched.example.com")
+    cli.main(["drain", "--once"])
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == {"idle": True}
+    assert captured.err == (
+        f"botsched: draining the sqlite store {database} (directly: BOTSCHED_URL is not used)\n"
+    )
+
+
+def test_drain_refuses_a_sqlite_store_that_does_not_exist(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["drain", "--once"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("botsched: the SQLite store data/scheduler.db does not exist")
+    assert "SCHEDULER_DATA_DIR" in err and err.count("\n") == 1
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("command", [["serve"], ["drain", "--once"]])
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({"PLATFORM": "nope"}, "PLATFORM='nope' is not available; choose one of: "),
+        ({"SCHEDULER_STORE": "mongo"}, "SCHEDULER_STORE='mongo' is not available"),
+    ],
+)
+def test_an_unknown_platform_or_store_is_one_line_and_exit_2(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    command: list[str],
+    env: dict[str, str],
+    needle: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as exited:
+        cli.main(command)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("botsched: ") and needle in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_a_busy_port_says_which_and_how_to_change_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(SystemExit) as exited:
+            cli.main(["serve", "--port", str(port)])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert f"botsched: port {port} is in use on 127.0.0.1; set PORT=" in err
+    assert "Traceback" not in err
+
+
+def test_a_401_names_the_key_variable(
+    fake_server: Callable[[Handler], list[httpx.Request]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    body = {"success": False, "error": "unauthorized", "message": "missing API key"}
+    fake_server(lambda request: httpx.Response(401, json=body))
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["stats"])
+    assert exited.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("botsched: unauthorized: missing API key; set BOTSCHED_API_KEY")
 
 
 # -- talking to the API --------------------------------------------------------------------

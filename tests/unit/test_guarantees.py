@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -22,8 +20,7 @@ from core.models import DrainReport, ExecutionRef, Job, JobState
 from core.ports import JobStore
 from core.scheduler import Scheduler
 from tests.fakes import FakeBackend
-from tests.unit.conftest import Clock, at, fresh, open_store, settings, spec
-from tests.unit.test_scheduler_concurrency import YieldingStore
+from tests.unit.conftest import Clock, at, fresh, settings, spec
 
 
 class TenantBackend(FakeBackend):
@@ -48,24 +45,14 @@ class TenantBackend(FakeBackend):
         return [job_id for job_id, run in self.executions.items() if run.phase == "running"]
 
 
-@pytest.fixture(params=["memory-yielding", "d1-yielding", "sqlite"])
-async def racing(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[JobStore]:
-    kind: str = request.param
-    store = await open_store(kind.split("-")[0], tmp_path)
-    try:
-        yield YieldingStore(store, seed=11) if kind.endswith("yielding") else store  # type: ignore[misc]
-    finally:
-        await store.close()
-
-
 async def test_one_process_shared_by_timer_and_parallel_submits_keeps_both_caps(
-    racing: JobStore,
+    race_store: JobStore,
 ) -> None:
     """The production topology of `botsched serve`: one Scheduler whose drain timer and every
     submit's dispatch run at once. 30 parallel submits with a cap of 3 (2 per tenant)."""
     backend = TenantBackend(start_delay=0.005)
     config = settings(max_concurrent_jobs=3, max_concurrent_per_tenant=2)
-    scheduler = Scheduler(racing, backend, config, owner="serve")
+    scheduler = Scheduler(race_store, backend, config, owner="serve")
 
     async def submit(n: int) -> None:
         await scheduler.submit(f"tenant-{n % 2}", spec())
@@ -86,14 +73,14 @@ async def test_one_process_shared_by_timer_and_parallel_submits_keeps_both_caps(
     assert len(backend.starts) == 30 and max(backend.starts.values()) == 1
 
 
-async def test_dispatchers_without_a_working_lease_keep_the_caps(racing: JobStore) -> None:
+async def test_dispatchers_without_a_working_lease_keep_the_caps(race_store: JobStore) -> None:
     """Clocks skewed beyond the dispatch lease: every dispatcher believes the lease free, so all
     claim at once. Claim-then-verify alone must hold both caps."""
     backend = TenantBackend(start_delay=0.005)
     config = settings(max_concurrent_jobs=4, max_concurrent_per_tenant=3, dispatch_lease_seconds=1)
     clocks = [Clock(at(10 * n)) for n in range(8)]
     schedulers = [
-        Scheduler(racing, backend, config, owner=f"d{n}", clock=clocks[n]) for n in range(8)
+        Scheduler(race_store, backend, config, owner=f"d{n}", clock=clocks[n]) for n in range(8)
     ]
     for n in range(40):
         await schedulers[0].submit(f"tenant-{n % 3}", spec(priority=n % 5))

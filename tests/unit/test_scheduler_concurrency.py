@@ -8,11 +8,8 @@ time is explicit: every round drains at a fixed `now`.
 from __future__ import annotations
 
 import asyncio
-import random
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -21,7 +18,7 @@ from core.ports import JobStore
 from core.scheduler import Scheduler
 from core.stores.sqlite import SqliteStore
 from tests.fakes import FakeBackend
-from tests.unit.conftest import Clock, at, open_store, settings, spec
+from tests.unit.conftest import Clock, at, settings, spec
 
 JOBS = 50
 CAP = 5
@@ -46,38 +43,6 @@ class CountingBackend(FakeBackend):
         ref = await super().start(job)  # a run only ever appears here
         self.max_running = max(self.max_running, len(self.running()))
         return ref
-
-
-class YieldingStore:
-    """A store wrapper that yields to the event loop before and after every call, so that
-    concurrent dispatchers interleave between reads and writes even on the in-memory store."""
-
-    def __init__(self, inner: JobStore, seed: int) -> None:
-        self._inner = inner
-        self._random = random.Random(seed)
-
-    def __getattr__(self, name: str) -> Any:
-        method = getattr(self._inner, name)
-
-        async def call(*args: Any, **kwargs: Any) -> Any:
-            for _ in range(self._random.randint(0, 2)):
-                await asyncio.sleep(0)
-            result = await method(*args, **kwargs)
-            for _ in range(self._random.randint(0, 2)):
-                await asyncio.sleep(0)
-            return result
-
-        return call
-
-
-@pytest.fixture(params=["memory", "memory-yielding", "sqlite"])
-async def race_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[JobStore]:
-    kind: str = request.param
-    store = await open_store(kind.split("-")[0], tmp_path)
-    try:
-        yield YieldingStore(store, seed=7) if kind.endswith("yielding") else store  # type: ignore[misc]
-    finally:
-        await store.close()
 
 
 async def submit_all(scheduler: Scheduler, clock: Clock) -> list[Job]:
