@@ -1,16 +1,18 @@
 """The `process` backend: each bot is a local child process in a process group of its own.
 
 All that is known about a run lives in files under `runs_dir/<job id>/`, so a scheduler that
-restarts while bots run finds them again: `pid` (the wrapper shell around the bot, whose pid is
-also the run's process group id), `exit` (the bot's exit code, written atomically by the wrapper)
-and `log` (the bot's stdout and stderr).
+restarts while bots run finds them again: `spawned` (made before the wrapper is forked, so a run
+whose starter died mid-spawn is still found, never started twice), `pid` (the wrapper shell
+around the bot, whose pid is also the run's process group id; the wrapper writes it itself before
+the bot runs, and the starter again after the fork), `exit` (the bot's exit code, written
+atomically by the wrapper) and `log` (the bot's stdout and stderr).
 
-The wrapper (`/bin/sh -c WRAPPER sh <exit file> <command...>`) outlives a SIGTERM to the group
-until the bot ends, to record the bot's own exit code; when `stop` has to SIGKILL the group, it
-records 137 itself. On Linux a pid only counts as the run's while its /proc cmdline names the
-run's exit file (a reused pid is not mistaken for the bot), or has no cmdline yet (a wrapper
-between fork and exec, started by this or any other process), and it is not a zombie (some
-container inits never reap orphans). Children are spawned with subprocess.Popen: an asyncio
+The wrapper (`/bin/sh -c WRAPPER sh <pid file> <exit file> <command...>`) outlives a SIGTERM to
+the group until the bot ends, to record the bot's own exit code; when `stop` has to SIGKILL the
+group, it records 137 itself. On Linux a pid only counts as the run's while its /proc cmdline
+names the run's exit file (a reused pid is not mistaken for the bot), or has no cmdline yet (a
+wrapper between fork and exec, started by this or any other process), and it is not a zombie
+(some container inits never reap orphans). Children are spawned with subprocess.Popen: an asyncio
 subprocess transport kills a child that is still running when the transport is closed or
 collected, and bots must outlive the scheduler.
 
@@ -45,14 +47,18 @@ from core.config import Settings
 from core.errors import BackendError, ExecutionLost, StartRefused
 from core.models import Execution, ExecutionRef, Job
 
-# $1 is the exit file. Trapping TERM (rather than ignoring it, which the bot would inherit) keeps
-# the shell alive until the bot ends; the bookkeeping after it then ignores TERM.
+# $1 is the pid file, $2 the exit file. Trapping TERM (rather than ignoring it, which the bot would
+# inherit) keeps the shell alive until the bot ends; the bookkeeping after it then ignores TERM.
 WRAPPER = (
-    'exit_file=$1; shift; trap : TERM; "$@"; code=$?; trap "" TERM; '
+    "pid_file=$1; exit_file=$2; shift 2; "
+    'echo $$ > "$pid_file.$$.tmp" && mv -f "$pid_file.$$.tmp" "$pid_file"; '
+    'trap : TERM; "$@"; code=$?; trap "" TERM; '
     'echo "$code" > "$exit_file.tmp" && mv -f "$exit_file.tmp" "$exit_file"; exit "$code"'
 )
 SAFE_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")
 POLL_SECONDS = 0.05
+SPAWN_GRACE_SECONDS = 10.0  # a spawned run with no pid file yet is pending this long, then lost
+EXIT_POLL_SECONDS = 0.2  # how soon wait_ended notices a bot that ended
 LOCK_SECONDS = 10.0
 KILL_WAIT_SECONDS = 5.0
 LOG_CHUNK = 64 * 1024
@@ -96,8 +102,13 @@ class ProcessBackend:
         for run_id in list(self._procs):
             self._reaped(run_id)
         async with _locked(run / "lock"):
-            if not (run / "pid").exists():  # else: adopt the run started before
-                self._procs[job.id] = self._spawn(job, run)
+            if not _spawned(run):  # else: adopt the run started before
+                (run / "spawned").touch()
+                try:
+                    self._procs[job.id] = self._spawn(job, run)
+                except BaseException:  # nothing runs: a later start may try again
+                    (run / "spawned").unlink(missing_ok=True)
+                    raise
         return ref
 
     async def status(self, ref: ExecutionRef) -> Execution:
@@ -105,7 +116,7 @@ class ProcessBackend:
         pid_file, exit_file = run / "pid", run / "exit"
         pid = _read_int(pid_file)
         if pid is None:
-            raise ExecutionLost(f"run {ref.id} has no pid file", ref=ref.id)
+            return _without_pid(run, ref)
         started = _mtime(pid_file)
         self._reaped(ref.id)
         if not exit_file.exists():
@@ -136,7 +147,7 @@ class ProcessBackend:
 
     async def find(self, job_id: str) -> ExecutionRef | None:
         run = self._run_dir(job_id)
-        if run is None or not (run / "pid").exists():
+        if run is None or not _spawned(run):
             return None
         return ExecutionRef(backend=self.name, id=job_id)
 
@@ -166,6 +177,19 @@ class ProcessBackend:
         _DETACHED.extend(self._procs.values())
         self._procs.clear()
 
+    async def wait_ended(self, seconds: float) -> bool:
+        """Wait up to `seconds` for a bot this instance started to end (True), so that a drain
+        can follow at once; the ended child is reaped. Runs adopted from an earlier instance
+        are not children: only the drain interval notices them."""
+        deadline = time.monotonic() + seconds
+        while True:
+            if any([self._reaped(run_id) for run_id in list(self._procs)]):
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            await asyncio.sleep(min(EXIT_POLL_SECONDS, left))
+
     def _run_dir(self, run_id: str) -> Path | None:
         return self.runs_dir / run_id if SAFE_ID.fullmatch(run_id) else None
 
@@ -188,7 +212,7 @@ class ProcessBackend:
         program = self.command[0]
         if shutil.which(program, path=env.get("PATH", os.defpath)) is None:
             raise StartRefused(f"bot command not found: {program}", command=program)
-        argv = ["/bin/sh", "-c", WRAPPER, "sh", str(run / "exit"), *self.command]
+        argv = ["/bin/sh", "-c", WRAPPER, "sh", str(run / "pid"), str(run / "exit"), *self.command]
         try:
             proc = _popen(argv, env, config, run)
         except OSError as exc:
@@ -258,6 +282,21 @@ async def _locked(path: Path) -> AsyncIterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def _spawned(run: Path) -> bool:
+    return (run / "spawned").exists() or (run / "pid").exists()
+
+
+def _without_pid(run: Path, ref: ExecutionRef) -> Execution:
+    """A run with no pid file: ended if the wrapper left its exit code, pending while its wrapper
+    may still be coming up, else lost (never spawned, or spawned and killed before it ran)."""
+    exit_file, spawned = run / "exit", _mtime(run / "spawned")
+    if exit_file.exists():
+        return _ended(_read_int(exit_file), spawned, _mtime(exit_file))
+    if spawned is not None and time.time() - spawned.timestamp() < SPAWN_GRACE_SECONDS:
+        return Execution(phase="pending", startedAt=spawned)
+    raise ExecutionLost(f"run {ref.id} has no pid file", ref=ref.id)
 
 
 def _ended(code: int | None, started: datetime | None, finished: datetime | None) -> Execution:

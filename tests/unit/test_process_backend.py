@@ -382,3 +382,41 @@ async def test_runs_another_process_just_started_are_running_from_here(
     assert await proc.wait() == 0
     assert seen == {f"run-{n}": "running: None" for n in range(count)}
     assert sorted(await watcher.runs()) == sorted(seen)
+
+
+async def test_a_run_whose_starter_died_mid_spawn_is_found_and_never_started_twice(
+    backend_for: Factory, tmp_path: Path
+) -> None:
+    """The starter was killed after forking the wrapper but before it wrote the pid file: the
+    wrapper writes its own pid, so the run is found, adopted by a second start, and followed."""
+    from core.backends.process import WRAPPER
+
+    marks = tmp_path / "marks"
+    backend = backend_for(sh(f"echo started >> {marks}; sleep 0.5"))
+    run = backend.runs_dir / "job-1"
+    run.mkdir(parents=True)
+    (run / "spawned").touch()
+    argv = ["/bin/sh", "-c", WRAPPER, "sh", str(run / "pid"), str(run / "exit"), *backend.command]
+    orphan = await asyncio.create_subprocess_exec(*argv, start_new_session=True)  # then "died"
+    ref = ExecutionRef(backend="process", id="job-1")
+    await wait_for(lambda: (run / "pid").exists(), "the wrapper's own pid file")
+    assert await backend.find("job-1") == ref
+    assert await backend.start(make_job("job-1")) == ref  # adopted, not spawned again
+    assert (await backend.status(ref)).phase == "running"
+    assert (await until_done(backend, ref)).phase == "succeeded"
+    await asyncio.wait_for(orphan.wait(), TIMEOUT)
+    assert marks.read_text() == "started\n"
+
+
+async def test_a_spawned_run_without_a_pid_is_pending_then_lost(backend_for: Factory) -> None:
+    backend = backend_for(sh("true"))
+    run = backend.runs_dir / "job-1"
+    run.mkdir(parents=True)
+    (run / "spawned").touch()
+    ref = ExecutionRef(backend="process", id="job-1")
+    assert (await backend.status(ref)).phase == "pending"
+    assert await backend.find("job-1") == ref
+    old = time.time() - 60
+    os.utime(run / "spawned", (old, old))
+    with pytest.raises(ExecutionLost):
+        await backend.status(ref)
