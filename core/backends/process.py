@@ -285,7 +285,12 @@ async def _locked(path: Path) -> AsyncIterator[None]:
 
 
 def _spawned(run: Path) -> bool:
-    return (run / "spawned").exists() or (run / "pid").exists()
+    """Whether the run exists or may be coming up: a `spawned` mark older than the grace with
+    no pid and no exit file is a starter that died before it forked, and is started afresh."""
+    if (run / "pid").exists() or (run / "exit").exists():
+        return True
+    marked = _mtime(run / "spawned")
+    return marked is not None and time.time() - marked.timestamp() < SPAWN_GRACE_SECONDS
 
 
 def _without_pid(run: Path, ref: ExecutionRef) -> Execution:

@@ -420,3 +420,17 @@ async def test_a_spawned_run_without_a_pid_is_pending_then_lost(backend_for: Fac
     os.utime(run / "spawned", (old, old))
     with pytest.raises(ExecutionLost):
         await backend.status(ref)
+
+
+async def test_a_starter_that_died_before_forking_leaves_a_run_that_starts_afresh(
+    backend_for: Factory,
+) -> None:
+    backend = backend_for(sh("exit 0"))
+    run = backend.runs_dir / "job-1"
+    run.mkdir(parents=True)
+    (run / "spawned").touch()
+    old = time.time() - 60
+    os.utime(run / "spawned", (old, old))
+    assert await backend.find("job-1") is None  # no run: recovery may requeue the job
+    ref = await backend.start(make_job("job-1"))
+    assert (await until_done(backend, ref)).phase == "succeeded"
