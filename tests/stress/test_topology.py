@@ -1,0 +1,91 @@
+"""The scheduler's promises in its production topology, measured from the bots' side.
+
+Real `botsched serve` and `botsched drain` processes on a real store, the process backend
+running tests/stress/bot.py, faults and kills injected (tests/stress/harness.py). Each test
+asserts: no job got two bots, no job was lost, no bot outlived its job, and never more bots
+alive at once than the global and per-tenant caps allow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from tests.azurite_env import AzuriteEnv
+from tests.gcloud_env import FirestoreEmulator
+from tests.stress.harness import Result, Scenario, azure_table_env, firestore_env, run
+
+pytestmark = pytest.mark.stress
+
+FAULTS = "after_claim=0.05,after_start=0.05,after_running=0.05,during_stop=0.3"
+# two servers and three drainers on one store, faults, two kills, clocks 2 s ahead and behind,
+# bots stopped by cancels and by maxRuntimeSeconds
+TOPOLOGY = Scenario(
+    jobs=60,
+    servers=2,
+    drainers=3,
+    cap=4,
+    per_tenant=2,
+    tenants=3,
+    burst=24,
+    bot_seconds="0.2-0.6",
+    faults=FAULTS,
+    kills=2,
+    cancels=4,
+    overruns=3,
+    clock_skews=(2.0, 0.0, -2.0),  # serve0 ahead, serve1 on time, drain0 behind
+    seed=20250301,
+    timeout=60.0,
+)
+
+
+def check(result: Result) -> None:
+    """No duplicate, nothing lost, no orphan, both caps kept; else the Result in words."""
+    broken = {
+        "duplicate bots": bool(result.duplicates),
+        "lost jobs": bool(result.lost),
+        "orphan bots": bool(result.orphans),
+        "cap exceeded": result.cap_exceeded,
+        "per-tenant cap exceeded": result.per_tenant_cap_exceeded,
+    }
+    failed = [name for name, bad in broken.items() if bad]
+    details = "\n".join([result.summary(), *result.problems()])
+    assert not failed, f"{', '.join(failed)}\n{details}"
+
+
+async def test_a_run_where_nothing_can_go_wrong_is_clean(tmp_path: Path) -> None:
+    """Cap above the job count and no faults: a problem here is the harness's own."""
+    scenario = Scenario(jobs=12, servers=1, drainers=1, cap=12, bot_seconds="0.3", seed=3)
+    result = await run(scenario, tmp_path)
+    check(result)
+    assert (result.bots, result.statuses) == (12, {"completed": 12}), result.summary()
+    assert not result.crashes, result.crashes[0]
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+async def test_one_server_keeps_its_cap_under_a_burst_of_posts(tmp_path: Path, store: str) -> None:
+    """30 parallel POSTs to one `botsched serve` with cap 3: each POST's dispatch races the
+    others and the timer's in the one process."""
+    scenario = Scenario(
+        store=store, jobs=30, servers=1, drainers=0, cap=3, burst=30, bot_seconds="0.7-1.0"
+    )
+    check(await run(scenario, tmp_path))
+
+
+async def test_servers_and_drainers_on_sqlite(tmp_path: Path) -> None:
+    check(await run(replace(TOPOLOGY, store="sqlite"), tmp_path))
+
+
+async def test_servers_and_drainers_on_azure_table(tmp_path: Path, azurite: AzuriteEnv) -> None:
+    scenario = replace(TOPOLOGY, store="azure_table", jobs=30)
+    check(await run(scenario, tmp_path, azure_table_env(azurite.connection_string)))
+
+
+async def test_servers_and_drainers_on_firestore(
+    tmp_path: Path, firestore_emulator: FirestoreEmulator
+) -> None:
+    scenario = replace(TOPOLOGY, store="firestore", jobs=30)
+    store_env = firestore_env(firestore_emulator.host, firestore_emulator.project)
+    check(await run(scenario, tmp_path, store_env))
