@@ -1,6 +1,8 @@
-# Every target installs what it needs into ./.venv first. `make test` also installs Podman (from
-# Debian packages, when missing), Azurite (npm, into ./.azurite) and Pyodide with the Worker's
-# wheels (npm and PyPI, into ./.pyodide) for the tests on real parts.
+# Every target installs what it needs into ./.venv first. `make test` also installs Podman and
+# Chromium with its driver (from Debian packages, when missing), Azurite (npm, into ./.azurite),
+# Pyodide with the Worker's wheels (npm and PyPI, into ./.pyodide) and wrangler with tsc (npm, into
+# infra/cloudflare/node_modules, plus a Node 22 into ./.cloudflare if needed) for the tests on real
+# parts.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -10,7 +12,7 @@ EXTRAS := dev,aws,azure,gcp,kubernetes
 AZURITE_DIR := .azurite
 AZURITE_STAMP := $(AZURITE_DIR)/.installed-stamp
 
-.PHONY: setup run test lint format bench clean azurite pyodide
+.PHONY: setup run test lint format bench stress clean azurite pyodide cloudflare cloudflare-build
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,8 +39,18 @@ azurite: $(AZURITE_STAMP)
 pyodide: setup
 	$(BIN)/python -m tests.pyodide_env
 
-test: setup azurite pyodide
+# wrangler, tsc and a Node >= 22.12 for the Cloudflare tests, once (tests/cloudflare/toolchain.py)
+cloudflare: setup
+	$(BIN)/python -m tests.cloudflare.toolchain
+
+# the Python Worker's modules (core/, handlers/) into infra/cloudflare/scheduler/build/; wrangler
+# runs this itself before a deploy
+cloudflare-build:
+	$(PYTHON) scripts/build-cloudflare-worker.py
+
+test: setup azurite pyodide cloudflare
 	bash scripts/podman-test-env.sh install
+	bash scripts/browser-test-env.sh install
 	$(BIN)/python -m pytest -q
 
 lint: setup
@@ -53,5 +65,10 @@ format: setup
 bench: setup
 	$(BIN)/python bench/run.py
 
+# the big stress run per store (bench/stress.py --help); e.g. make stress STRESS_ARGS='--store sqlite'
+stress: setup
+	$(BIN)/python bench/stress.py $(STRESS_ARGS)
+
 clean:
 	rm -rf $(VENV) $(AZURITE_DIR) .pyodide .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf .cloudflare infra/cloudflare/node_modules infra/cloudflare/scheduler/build

@@ -8,22 +8,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from core import __version__
 from core.config import Settings, is_loopback
-from core.errors import ConfigError, SchedulerError, ValidationFailed
+from core.docs import docs_routes
+from core.errors import ConfigError, Conflict, SchedulerError, ValidationFailed
 from core.http import (
     error_response,
+    metrics_scope,
     on_http_error,
     on_scheduler_error,
     on_unexpected,
@@ -32,38 +35,18 @@ from core.http import (
     read_json,
     tenant_of,
 )
+from core.intake import parse_batch, parse_job
+from core.meeting_config import MeetingRequest, check_no_nul_fields, meeting_view
 from core.metrics import render_metrics
 from core.models import Job, JobSpec, JobState, utcnow
-from core.openapi import DOCS_HTML, openapi_document
+from core.ratelimit import RateLimitMiddleware
+from core.routing import method_route, on_method_not_allowed, query_once
 from core.runtime import Runtime
 from core.scheduler import Scheduler
 
 log = logging.getLogger("botsched.api")
 
 Endpoint = Callable[[Request], Awaitable[Response]]
-
-
-class MeetingRequest(BaseModel):
-    """The seed's snake_case bot config, as its bot reads it; extra fields travel in `config`."""
-
-    model_config = ConfigDict(extra="allow")
-
-    meeting_url: str
-    bot_name: str = "Recording Bot"
-    email: str | None = None
-    recording_mode: str = "speaker_view"
-    priority: int = Field(default=5)
-
-    def to_spec(self) -> dict[str, Any]:
-        config = self.model_dump(exclude_none=True)
-        return {
-            "meetingUrl": self.meeting_url,
-            "botName": self.bot_name,
-            "email": self.email,
-            "recordingMode": self.recording_mode,
-            "priority": self.priority,
-            "config": config,
-        }
 
 
 def create_app(
@@ -84,8 +67,10 @@ def create_app(
         exception_handlers={
             SchedulerError: on_scheduler_error,
             HTTPException: on_http_error,
+            405: on_method_not_allowed,
             Exception: on_unexpected,
         },
+        middleware=[Middleware(RateLimitMiddleware, settings=settings, exposed=exposed)],
         lifespan=_lifespan(runtime, drain_every),
     )
 
@@ -134,7 +119,9 @@ async def drain_forever(scheduler: Scheduler, every: float) -> None:
                 log.info("drain: %s", report.model_dump(exclude_defaults=True))
         except Exception:
             log.exception("drain failed; trying again next interval")
-        await asyncio.sleep(every)
+        # a backend that can tell when one of its runs ends (process) cuts the wait short
+        wait_ended = getattr(scheduler.backend, "wait_ended", None)
+        await (wait_ended(every) if wait_ended else asyncio.sleep(every))
 
 
 class Routes:
@@ -143,28 +130,27 @@ class Routes:
         self.runtime = runtime
 
     def table(self) -> list[Route]:
+        """One route per path, so that a 405's Allow header lists every method of the path."""
         jobs = "/api/scheduler/jobs"
         return [
-            Route("/", self.info),
-            Route("/health", self.health),
-            Route("/metrics", self.metrics),
-            Route("/openapi.json", self.openapi),
-            Route("/docs", self.docs),
-            Route(jobs, self.submit, methods=["POST"]),
-            Route(jobs, self.list_jobs, methods=["GET"]),
-            Route(f"{jobs}/batch", self.submit_batch, methods=["POST"]),
-            Route(jobs + "/{jobId}", self.get_job, methods=["GET"]),
-            Route(jobs + "/{jobId}", self.cancel_job, methods=["DELETE"]),
-            Route(jobs + "/{jobId}/logs", self.job_logs, methods=["GET"]),
-            Route("/api/scheduler/stats", self.stats, methods=["GET"]),
-            Route("/api/scheduler/meetings", self.submit_meeting, methods=["POST"]),
+            Route("/", self.info, methods=["GET"]),
+            Route("/health", self.health, methods=["GET"]),
+            Route("/metrics", self.metrics, methods=["GET"]),
+            *docs_routes(self.settings.max_batch_size),
+            method_route(jobs, POST=self.submit, GET=self.list_jobs),
+            method_route(f"{jobs}/batch", POST=self.submit_batch),
+            method_route(jobs + "/{jobId}", GET=self.get_job, DELETE=self.cancel_job),
+            method_route(jobs + "/{jobId}/logs", GET=self.job_logs),
+            method_route("/api/scheduler/stats", GET=self.stats),
+            method_route("/api/scheduler/meetings", POST=self.submit_meeting),
         ]
 
     async def _scheduler(self) -> Scheduler:
         return await self.runtime.scheduler()
 
     async def _body(self, request: Request) -> Any:
-        return await read_json(request, self.settings.max_body_bytes)
+        settings = self.settings
+        return await read_json(request, settings.max_body_bytes, settings.body_timeout_seconds)
 
     async def info(self, request: Request) -> Response:
         return JSONResponse(
@@ -183,52 +169,76 @@ class Routes:
                     "stats": "GET /api/scheduler/stats",
                     "submitMeeting": "POST /api/scheduler/meetings",
                     "openapi": "GET /openapi.json",
+                    "doc": "GET /doc",
                     "docs": "GET /docs",
+                    "ui": "GET /ui",
                     "metrics": "GET /metrics",
                 },
+                "documentation": "/ui",
             }
         )
 
     async def health(self, request: Request) -> Response:
-        return JSONResponse(
-            {
-                "status": "healthy",
-                "timestamp": utcnow().isoformat(),
-                "platform": self.settings.platform,
-            }
-        )
+        """The original's answer, and `platform`; 503 when the store cannot be read."""
+        body: dict[str, Any] = {
+            "success": True,
+            "status": "healthy",
+            "timestamp": utcnow().isoformat(),
+            "platform": self.settings.platform,
+        }
+        try:  # the active jobs: what every drain reads anyway, cheap on every store
+            active = await (await self._scheduler()).store.active()
+        except Exception:
+            log.exception("health: the store cannot be read")
+            unhealthy = {"success": False, "status": "unhealthy", "error": "store unavailable"}
+            return JSONResponse({**body, **unhealthy}, status_code=503)
+        body["activeJobs"] = len(active)
+        return JSONResponse(body)
 
     async def metrics(self, request: Request) -> Response:
-        tenant_of(request, self.settings)
+        scope = metrics_scope(request, self.settings)
         scheduler = await self._scheduler()
-        text = render_metrics(await scheduler.store.counts(), scheduler)
+        text = render_metrics(await scheduler.store.counts(scope), scheduler, scope)
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
-
-    async def openapi(self, request: Request) -> Response:
-        return JSONResponse(openapi_document())
-
-    async def docs(self, request: Request) -> Response:
-        return HTMLResponse(DOCS_HTML)
 
     async def submit(self, request: Request) -> Response:
         tenant = tenant_of(request, self.settings)
-        spec = parse_model(JobSpec, await self._body(request))
-        return await self._submit_one(request, tenant, spec)
+        spec, warnings = parse_job(await self._body(request), self.settings, utcnow())
+        return await self._submit_one(request, tenant, spec, warnings)
 
     async def submit_meeting(self, request: Request) -> Response:
         tenant = tenant_of(request, self.settings)
-        meeting = parse_model(MeetingRequest, await self._body(request))
-        return await self._submit_one(request, tenant, parse_model(JobSpec, meeting.to_spec()))
+        data = await self._body(request)
+        check_no_nul_fields(data)
+        meeting = parse_model(MeetingRequest, data)
+        job_id = meeting.bot_uuid or str(uuid.uuid4())
+        spec, _ = parse_job(meeting.to_spec(job_id), self.settings, utcnow())
+        return await self._submit_one(request, tenant, spec, job_id=job_id, meeting=True)
 
-    async def _submit_one(self, request: Request, tenant: str, spec: JobSpec) -> Response:
+    async def _submit_one(
+        self,
+        request: Request,
+        tenant: str,
+        spec: JobSpec,
+        warnings: list[str] | None = None,
+        *,
+        job_id: str | None = None,
+        meeting: bool = False,
+    ) -> Response:
+        """201 with the job; a meeting also gets the original's `meeting` answer."""
         key = request.headers.get("idempotency-key")
         if key is not None and not 1 <= len(key) <= 200:
             raise ValidationFailed("Idempotency-Key: must be 1 to 200 characters")
         scheduler = await self._scheduler()
-        job, created = await scheduler.submit(tenant, spec, key)
-        body: dict[str, Any] = {"success": True, "job": job.public()}
+        job, created = await _create(scheduler, tenant, spec, key, job_id)
+        body: dict[str, Any] = {"success": True}
+        if meeting:
+            body["meeting"] = meeting_view(job)
+        body["job"] = job.public()
         if not created:
             body["duplicate"] = True
+        if warnings:
+            body["warnings"] = warnings
         return JSONResponse(
             body,
             status_code=201 if created else 200,
@@ -244,19 +254,24 @@ class Routes:
         if len(items) > self.settings.max_batch_size:
             raise ValidationFailed(f"jobs: at most {self.settings.max_batch_size} per batch")
         scheduler = await self._scheduler()
-        jobs, errors, created_any = [], [], False
-        for index, item in enumerate(items):
+        valid, errors = parse_batch(items, self.settings, utcnow())  # all, before any is created
+        jobs: list[dict[str, Any]] = []
+        created_any = False
+        for index, spec, warnings in valid:
             try:
-                job, created = await scheduler.submit(tenant, parse_model(JobSpec, item))
+                job, created = await scheduler.submit(tenant, spec)
             except SchedulerError as exc:
                 errors.append({"index": index, "error": exc.code, "message": exc.message})
                 continue
             created_any = created_any or created
-            jobs.append({"index": index, "duplicate": not created, **job.public()})
+            extra = {"warnings": warnings} if warnings else {}
+            jobs.append({"index": index, "duplicate": not created, **job.public(), **extra})
+        errors.sort(key=lambda error: int(error["index"]))
         status = 201 if not errors else (207 if jobs else 400)
         body = {
-            "success": not errors,
+            "success": bool(jobs),
             "submitted": len(jobs),
+            "count": len(jobs),
             "failed": len(errors),
             "jobs": jobs,
             "errors": errors,
@@ -272,9 +287,10 @@ class Routes:
 
     async def list_jobs(self, request: Request) -> Response:
         tenant = tenant_of(request, self.settings)
+        query_once(request, "status", "limit", "cursor")
         raw_status = request.query_params.get("status")
         status = None
-        if raw_status:
+        if raw_status is not None:  # an empty status is no state either
             try:
                 status = JobState(raw_status)
             except ValueError:
@@ -307,6 +323,7 @@ class Routes:
 
     async def job_logs(self, request: Request) -> Response:
         tenant = tenant_of(request, self.settings)
+        query_once(request, "tail")
         tail = query_int(request, "tail", 200, 1, 10_000)
         scheduler = await self._scheduler()
         logs = await scheduler.logs(tenant, request.path_params["jobId"], tail)
@@ -316,6 +333,20 @@ class Routes:
         tenant = tenant_of(request, self.settings)
         stats = await (await self._scheduler()).stats(tenant)
         return JSONResponse({"success": True, **stats, "stats": stats})
+
+
+async def _create(
+    scheduler: Scheduler, tenant: str, spec: JobSpec, key: str | None, job_id: str | None
+) -> tuple[Job, bool]:
+    """Submit; a retry of a submit that chose its job id (same id, same Idempotency-Key, same
+    tenant) finds its job like any retry, where the id alone would be a 409."""
+    try:
+        return await scheduler.submit(tenant, spec, key, job_id=job_id)
+    except Conflict:
+        existing = await scheduler.store.get(job_id) if job_id and key else None
+        if existing is None or (existing.tenant, existing.idempotencyKey) != (tenant, key):
+            raise
+        return existing, False
 
 
 def _due_now(job: Job) -> bool:

@@ -1,4 +1,8 @@
-"""`botsched`: run the scheduler, drain its queue, and talk to its API from a shell."""
+"""`botsched`: run the scheduler, drain its queue, and talk to its API from a shell.
+
+Exit codes: 0 done; 1 the API answered an error (or a waited-for job did not complete);
+2 a usage error, a setting that stops serve or drain from starting, or no server to talk to.
+"""
 
 from __future__ import annotations
 
@@ -37,7 +41,10 @@ class Client:
         except ValueError:
             fail(f"{method} {path}: HTTP {response.status_code}, not JSON")
         if response.status_code >= 400:
-            fail(f"{body.get('error', 'error')}: {body.get('message', response.status_code)}")
+            message = f"{body.get('error', 'error')}: {body.get('message', response.status_code)}"
+            if response.status_code == 401:
+                message += "; set BOTSCHED_API_KEY (or --api-key) to a key in SCHEDULER_API_KEYS"
+            fail(message)
         return body
 
 
@@ -57,11 +64,21 @@ def cmd_serve(args: argparse.Namespace) -> None:
     try:
         serve(settings_with({k: v for k, v in overrides.items() if v}))
     except SchedulerError as exc:
-        fail(exc.message)
+        fail(exc.message, 2)
 
 
 def cmd_drain(args: argparse.Namespace) -> None:
-    asyncio.run(_drain(settings_with({}), args.once))
+    """Drain the store the settings name, directly: no server (nor BOTSCHED_URL) is involved."""
+    from core.preflight import check_runtime, store_description
+
+    settings = settings_with({})
+    try:
+        check_runtime(settings, existing_store=True)
+    except SchedulerError as exc:
+        fail(exc.message, 2)
+    note = " (directly: BOTSCHED_URL is not used)" if os.environ.get("BOTSCHED_URL") else ""
+    print(f"botsched: draining the {store_description(settings)}{note}", file=sys.stderr)
+    asyncio.run(_drain(settings, args.once))
 
 
 async def _drain(settings: Settings, once: bool) -> None:
@@ -175,7 +192,7 @@ def settings_with(overrides: dict[str, str]) -> Settings:
     try:
         return Settings.from_env({**os.environ, **overrides})
     except SchedulerError as exc:
-        fail(exc.message)
+        fail(exc.message, 2)
 
 
 def client(args: argparse.Namespace) -> Client:

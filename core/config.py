@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from core.errors import ConfigError
+from core.meeting_urls import MeetingPolicy, parse_allowed, policy
 from core.resources import cpu_nanos, memory_bytes
 
 # variable name -> (field name, aliases)
@@ -43,8 +44,14 @@ _VARIABLES: dict[str, tuple[str, tuple[str, ...]]] = {
     "SCHEDULER_DISPATCH_BATCH": ("dispatch_batch", ()),
     "SCHEDULER_MAX_BODY_BYTES": ("max_body_bytes", ()),
     "SCHEDULER_MAX_BATCH_SIZE": ("max_batch_size", ()),
+    "SCHEDULER_BODY_TIMEOUT_SECONDS": ("body_timeout_seconds", ()),
     "SCHEDULER_API_KEYS": ("api_keys", ()),
+    "SCHEDULER_ADMIN_KEYS": ("admin_keys", ()),
     "SCHEDULER_AUTH_DISABLED": ("auth_disabled", ()),
+    "SCHEDULER_RATE_LIMIT_PER_SECOND": ("rate_limit_per_second", ()),
+    "SCHEDULER_RATE_LIMIT_BURST": ("rate_limit_burst", ()),
+    "SCHEDULER_ALLOWED_MEETING_HOSTS": ("allowed_meeting_hosts", ()),
+    "SCHEDULER_MEETING_PLATFORMS_ONLY": ("meeting_platforms_only", ()),
     "BOT_COMMAND": ("bot_command", ()),
     "BOT_STOP_GRACE_SECONDS": ("stop_grace_seconds", ()),
     "RECORDINGS_PATH": ("recordings_path", ()),
@@ -70,6 +77,9 @@ _VARIABLES: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 DEFAULT_TENANT = "default"
+MIN_KEY_CHARS = 8
+# requests per second per API key when the server is exposed and no rate is set
+EXPOSED_RATE_LIMIT = 20.0
 # Serverless packages are read-only: only /tmp takes the SQLite file and run data there.
 SERVERLESS_DEFAULTS = {"SCHEDULER_DATA_DIR": "/tmp/botsched"}
 
@@ -101,8 +111,15 @@ class Settings(BaseModel):
     dispatch_batch: int = Field(default=32, ge=1)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     max_batch_size: int = Field(default=100, ge=1)
+    body_timeout_seconds: float = Field(default=30.0, gt=0)
     api_keys: dict[str, str] = Field(default_factory=dict, repr=False)
+    admin_keys: frozenset[str] = Field(default_factory=frozenset, repr=False)  # hashes
     auth_disabled: bool = False
+    # None: EXPOSED_RATE_LIMIT when serving beyond loopback, off on loopback; 0: off
+    rate_limit_per_second: float | None = Field(default=None, ge=0)
+    rate_limit_burst: int = Field(default=100, ge=1)
+    allowed_meeting_hosts: tuple[str, ...] = ()
+    meeting_platforms_only: bool = False
     bot_command: str | None = None
     stop_grace_seconds: float = Field(default=10.0, ge=0)
     recordings_path: Path = Path("recordings")
@@ -159,6 +176,10 @@ class Settings(BaseModel):
                     break
         if "api_keys" in values:
             values["api_keys"] = parse_api_keys(values["api_keys"])
+        if "admin_keys" in values:
+            values["admin_keys"] = parse_admin_keys(values["admin_keys"])
+        if "allowed_meeting_hosts" in values:
+            values["allowed_meeting_hosts"] = _allowed_hosts(values["allowed_meeting_hosts"])
         try:
             return cls(**values)
         except ValidationError as exc:
@@ -179,6 +200,20 @@ class Settings(BaseModel):
     def tenant_for(self, api_key: str) -> str | None:
         """The tenant an API key belongs to, compared in constant time over the stored hashes."""
         return tenant_for_key(self.api_keys, api_key)
+
+    def is_admin(self, api_key: str) -> bool:
+        """Whether the key is one of SCHEDULER_ADMIN_KEYS (constant time over the hashes)."""
+        return tenant_for_key(dict.fromkeys(self.admin_keys, "admin"), api_key) is not None
+
+    def rate_limit(self, exposed: bool) -> float:
+        """Requests per second per key; 0 is no limit."""
+        if self.rate_limit_per_second is not None:
+            return self.rate_limit_per_second
+        return EXPOSED_RATE_LIMIT if exposed else 0.0
+
+    @property
+    def meeting_policy(self) -> MeetingPolicy:
+        return policy(self.allowed_meeting_hosts, self.meeting_platforms_only)
 
 
 def variable_names() -> list[str]:
@@ -201,10 +236,30 @@ def parse_api_keys(raw: str) -> dict[str, str]:
         if not item:
             continue
         key, _, tenant = item.partition(":")
-        if len(key) < 8:
-            raise ConfigError("SCHEDULER_API_KEYS: every key needs at least 8 characters")
+        if len(key) < MIN_KEY_CHARS:
+            raise ConfigError(
+                f"SCHEDULER_API_KEYS: every key needs at least {MIN_KEY_CHARS} characters "
+                "(e.g. `openssl rand -hex 24`)"
+            )
         keys[hash_key(key)] = tenant.strip() or DEFAULT_TENANT
     return keys
+
+
+def parse_admin_keys(raw: str) -> frozenset[str]:
+    """`key1,key2` -> their hashes (at least MIN_KEY_CHARS characters each)."""
+    keys = [item.strip() for item in raw.split(",") if item.strip()]
+    if any(len(key) < MIN_KEY_CHARS for key in keys):
+        raise ConfigError(
+            f"SCHEDULER_ADMIN_KEYS: every key needs at least {MIN_KEY_CHARS} characters"
+        )
+    return frozenset(hash_key(key) for key in keys)
+
+
+def _allowed_hosts(raw: str) -> tuple[str, ...]:
+    try:
+        return parse_allowed(raw)
+    except ValueError as exc:
+        raise ConfigError(f"SCHEDULER_ALLOWED_MEETING_HOSTS: {exc}") from None
 
 
 def tenant_for_key(keys: Mapping[str, str], api_key: str) -> str | None:

@@ -43,9 +43,27 @@ class JobFinished(SchedulerError):
     code = "job_finished"
 
 
+class RequestTimeout(SchedulerError):
+    """The request body did not arrive in time."""
+
+    status = 408
+    code = "request_timeout"
+
+
 class PayloadTooLarge(SchedulerError):
     status = 413
     code = "payload_too_large"
+
+
+class RateLimited(SchedulerError):
+    """Too many requests from one API key (or, without a valid key, one address)."""
+
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message, retryAfter=retry_after)
+        self.retry_after = retry_after
 
 
 class Conflict(SchedulerError):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -12,7 +14,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from core.config import DEFAULT_TENANT, Settings
-from core.errors import BadRequest, PayloadTooLarge, SchedulerError, Unauthorized, ValidationFailed
+from core.errors import (
+    BadRequest,
+    PayloadTooLarge,
+    RequestTimeout,
+    SchedulerError,
+    Unauthorized,
+    ValidationFailed,
+)
+from core.limits import MAX_BODY_DEPTH, depth_of
 
 log = logging.getLogger("botsched.api")
 
@@ -21,15 +31,23 @@ M = TypeVar("M", bound=BaseModel)
 
 def error_response(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
     body = {"success": False, "error": code, "message": message, **extra}
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(body, status_code=status, headers=headers)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    if isinstance(extra.get("retryAfter"), int):
+        headers["Retry-After"] = str(extra["retryAfter"])
+    if status == 408:  # the rest of the body may still come: this connection is done
+        headers["Connection"] = "close"
+    return JSONResponse(body, status_code=status, headers=headers or None)
+
+
+def error_of(exc: SchedulerError) -> JSONResponse:
+    return error_response(exc.status, exc.code, exc.message, **exc.details)
 
 
 async def on_scheduler_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, SchedulerError)
     if exc.status >= 500:
         log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
-    return error_response(exc.status, exc.code, exc.message, **exc.details)
+    return error_of(exc)
 
 
 async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -43,32 +61,70 @@ async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     return error_response(500, "internal_error", "internal error; see the server log")
 
 
-async def read_json(request: Request, limit: int) -> Any:
-    """The request body parsed as JSON; 413 past `limit` bytes (checked while streaming)."""
+async def read_json(request: Request, limit: int, within: float = 30.0) -> Any:
+    """The request body parsed as JSON: 413 past `limit` bytes (checked while streaming), 408
+    when it has not all arrived `within` seconds, 400 when it nests too deeply."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+    try:
+        async with asyncio.timeout(within):
+            body = await _receive(request, limit)
+    except TimeoutError:
+        raise RequestTimeout(f"the request body did not arrive within {within:g} s") from None
+    if not body.strip():
+        raise BadRequest("request body is empty; send a JSON object")
+    too_deep = f"request body nests more than {MAX_BODY_DEPTH} levels deep"
+    try:
+        data = json.loads(body)
+    except RecursionError:  # deeper than the parser goes
+        raise BadRequest(too_deep) from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+    if depth_of(data, MAX_BODY_DEPTH) > MAX_BODY_DEPTH:
+        raise BadRequest(too_deep)
+    return data
+
+
+async def _receive(request: Request, limit: int) -> bytearray:
     body = bytearray()
     async for chunk in request.stream():
         body.extend(chunk)
         if len(body) > limit:
             raise PayloadTooLarge(f"request body is larger than {limit} bytes")
-    if not body.strip():
-        raise BadRequest("request body is empty; send a JSON object")
-    try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+    return body
 
 
-def parse_model(model: type[M], data: Any) -> M:
+def parse_model(model: type[M], data: Any, context: Mapping[str, Any] | None = None) -> M:
     """Validate `data`; the error message names every bad field."""
     if not isinstance(data, dict):
         raise ValidationFailed("request body must be a JSON object")
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, context=context)
     except ValidationError as exc:
-        raise ValidationFailed(describe(exc), fields=fields_of(exc)) from None
+        message = describe(exc) + _near_misses(exc, data)
+        raise ValidationFailed(message, fields=fields_of(exc)) from None
+
+
+def normalised(name: str) -> str:
+    """A field name without case, `_` or `-`: `meeting_url`, `meetingURL` -> `meetingurl`."""
+    return name.replace("_", "").replace("-", "").lower()
+
+
+def _near_misses(exc: ValidationError, data: dict[str, Any]) -> str:
+    """For each required field missing: the key in `data` that was probably meant for it."""
+    hints = []
+    for error in exc.errors():
+        if error["type"] != "missing" or len(error["loc"]) != 1:
+            continue
+        field = str(error["loc"][0])
+        found = [key for key in data if key != field and normalised(key) == normalised(field)]
+        if found:
+            hints.append(
+                f"the body has {found[0]}: this route takes {field} (/api/scheduler/jobs takes "
+                "camelCase fields, /api/scheduler/meetings the bot's snake_case config)"
+            )
+    return "".join(f"; {hint}" for hint in hints)
 
 
 def fields_of(exc: ValidationError) -> list[str]:
@@ -76,11 +132,12 @@ def fields_of(exc: ValidationError) -> list[str]:
 
 
 def describe(exc: ValidationError) -> str:
+    """`field: what is wrong` for each error; a check of the whole body names its fields."""
     parts = []
     for error in exc.errors():
-        where = ".".join(str(part) for part in error["loc"]) or "body"
+        where = ".".join(str(part) for part in error["loc"])
         message = str(error["msg"]).removeprefix("Value error, ")
-        parts.append(f"{where}: {message}")
+        parts.append(f"{where}: {message}" if where else message)
     return "; ".join(parts)
 
 
@@ -103,6 +160,17 @@ def tenant_of(request: Request, settings: Settings) -> str:
     if tenant is None:
         raise Unauthorized("invalid API key")
     return tenant
+
+
+def metrics_scope(request: Request, settings: Settings) -> str | None:
+    """Whose jobs `/metrics` shows: every tenant's (None) without auth or to an admin key
+    (SCHEDULER_ADMIN_KEYS); the caller's own tenant to any other valid key."""
+    if not settings.auth_enabled:
+        return None
+    key = api_key_of(request)
+    if key is not None and settings.is_admin(key):
+        return None
+    return tenant_of(request, settings)
 
 
 def query_int(request: Request, name: str, default: int, low: int, high: int) -> int:

@@ -6,9 +6,14 @@ from core.models import JobState
 from core.scheduler import Scheduler
 
 
-def render_metrics(counts: dict[JobState, int], scheduler: Scheduler) -> str:
+def render_metrics(
+    counts: dict[JobState, int], scheduler: Scheduler, tenant: str | None = None
+) -> str:
+    """Every tenant's jobs and this process's events, or with `tenant` that tenant's jobs
+    alone (the event counters mix tenants, so they are left out)."""
+    whose = "all tenants" if tenant is None else "the caller's tenant"
     lines = [
-        "# HELP botsched_jobs Jobs in the store, by state.",
+        f"# HELP botsched_jobs Jobs in the store, by state ({whose}).",
         "# TYPE botsched_jobs gauge",
     ]
     lines += [f'botsched_jobs{{state="{state.value}"}} {counts[state]}' for state in JobState]
@@ -16,6 +21,10 @@ def render_metrics(counts: dict[JobState, int], scheduler: Scheduler) -> str:
         "# HELP botsched_max_concurrent_jobs The global concurrency cap.",
         "# TYPE botsched_max_concurrent_jobs gauge",
         f"botsched_max_concurrent_jobs {scheduler.settings.max_concurrent_jobs}",
+    ]
+    if tenant is not None:
+        return "\n".join(lines) + "\n"
+    lines += [
         "# HELP botsched_events_total Transitions made by this process since it started.",
         "# TYPE botsched_events_total counter",
     ]

@@ -4,11 +4,26 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal
-from urllib.parse import urlparse
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from core.formats import (
+    CPU_PATTERN,
+    HTTP_URL_PREFIX,
+    MEMORY_PATTERN,
+    check_email,
+    check_http_url,
+    integral,
+)
+from core.limits import check_field, check_raw
 from core.resources import cpu_nanos, memory_bytes
 
 
@@ -45,33 +60,138 @@ FINAL_STATES = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLE
 ACTIVE_STATES = frozenset({JobState.PROVISIONING, JobState.RUNNING, JobState.STOPPING})
 
 MAX_PRIORITY = 100
+PRIVATE_FIELDS = frozenset({"leaseOwner", "leaseUntil", "version", "tenant"})
+EXAMPLE_ID = "8f0c2b1e-5d3a-4c7e-9a61-2f4b8d0e7c35"
+EXAMPLE_TIME = "2030-01-01T09:59:00Z"
+# the bot's recording modes (the original API took the first two; its bot reads all three)
+RECORDING_MODES = ("speaker_view", "gallery_view", "audio_only")
 
 
 class JobSpec(BaseModel):
     """What a client asks for: the seed's request body plus our scheduling fields."""
 
-    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="ignore")
+    # stored jobs are read back as they were written, whatever these checks said at the time
+    checks_inputs: ClassVar[bool] = True
 
-    meetingUrl: str = Field(min_length=1, max_length=2048)
-    botName: str = Field(default="Recording Bot", min_length=1, max_length=200)
-    email: str | None = Field(default=None, max_length=320)
-    recordingMode: str = Field(default="speaker_view", min_length=1, max_length=64)
-    priority: int = Field(default=5, ge=0, le=MAX_PRIORITY)
-    config: dict[str, Any] = Field(default_factory=dict)
-    joinAt: datetime | None = None
-    deadline: datetime | None = None
-    maxRuntimeSeconds: int | None = Field(default=None, ge=1, le=7 * 24 * 3600)
-    dedupKey: str | None = Field(default=None, min_length=1, max_length=200)
-    cpu: str | None = Field(default=None, max_length=16)
-    memory: str | None = Field(default=None, max_length=16)
-    metadata: dict[str, str] = Field(default_factory=dict, max_length=50)
+    meetingUrl: str = Field(
+        min_length=1,
+        max_length=2048,
+        description="The meeting to record: an http or https URL (Google Meet, Teams, Zoom).",
+        examples=["https://meet.google.com/abc-defg-hij"],
+        json_schema_extra={"format": "uri", "pattern": HTTP_URL_PREFIX},
+    )
+    botName: str = Field(
+        default="Recording Bot",
+        min_length=1,
+        max_length=200,
+        pattern=r"\S",
+        description="The name the bot shows in the meeting.",
+        examples=["Recording Bot"],
+    )
+    email: str | None = Field(
+        default=None,
+        max_length=320,
+        description="The bot's e-mail address.",
+        examples=["bot@example.com"],
+        json_schema_extra={"format": "email"},
+    )
+    recordingMode: str = Field(
+        default="speaker_view",
+        description="What the bot records: the speaker, the gallery, or the audio alone.",
+        examples=["speaker_view"],
+        json_schema_extra={"enum": list(RECORDING_MODES)},
+    )
+    priority: int = Field(
+        default=5,
+        ge=0,
+        le=MAX_PRIORITY,
+        strict=True,
+        description="0 to 100; higher starts first.",
+        examples=[5],
+    )
+    config: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Passed to the bot as it is (its snake_case config: automatic_leave, …).",
+        examples=[{"enter_message": "Recording this meeting"}],
+    )
+    joinAt: datetime | None = Field(
+        default=None,
+        description="When the bot should join (ISO 8601); not started before this time, less "
+        "the join lead. Default: as soon as possible.",
+        examples=["2030-01-01T10:00:00Z"],
+    )
+    deadline: datetime | None = Field(
+        default=None,
+        description="A job still queued at this time (ISO 8601) fails with reason `expired`.",
+        examples=["2030-01-01T11:00:00Z"],
+    )
+    maxRuntimeSeconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=7 * 24 * 3600,
+        strict=True,
+        description="A run past this many seconds is stopped and the job fails.",
+        examples=[7200],
+    )
+    dedupKey: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="A second job with the same key returns the first (200, duplicate: true).",
+        examples=["standup-2030-01-01"],
+    )
+    cpu: str | None = Field(
+        default=None,
+        max_length=16,
+        description="CPU for the bot, as Kubernetes writes it (`1`, `500m`); default: the "
+        "server's.",
+        examples=["1"],
+        json_schema_extra={"pattern": CPU_PATTERN},
+    )
+    memory: str | None = Field(
+        default=None,
+        max_length=16,
+        description="Memory for the bot, as Kubernetes writes it (`2Gi`, `512Mi`); default: "
+        "the server's.",
+        examples=["2Gi"],
+        json_schema_extra={"pattern": MEMORY_PATTERN},
+    )
+    metadata: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=50,
+        description="Up to 50 string labels of yours, returned with the job.",
+        examples=[{"team": "sales"}],
+    )
 
-    @field_validator("meetingUrl")
+    @field_validator("meetingUrl", mode="before")
     @classmethod
-    def _http_url(cls, value: str) -> str:
-        parsed = urlparse(value)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise ValueError("must be an http(s) URL")
+    def _http_url(cls, value: Any) -> Any:
+        """As sent: no blanks around it or in it."""
+        return check_http_url(value) if cls.checks_inputs and isinstance(value, str) else value
+
+    @field_validator("email", mode="before")
+    @classmethod
+    def _email(cls, value: Any) -> Any:
+        return check_email(value) if cls.checks_inputs and isinstance(value, str) else value
+
+    @field_validator("priority", "maxRuntimeSeconds", mode="before")
+    @classmethod
+    def _integral(cls, value: Any) -> Any:
+        return integral(value)
+
+    @field_validator("recordingMode")
+    @classmethod
+    def _recording_mode(cls, value: str) -> str:
+        if cls.checks_inputs and value not in RECORDING_MODES:
+            raise ValueError(f"must be one of {', '.join(RECORDING_MODES)}")
+        return value
+
+    @field_validator("joinAt", "deadline", mode="before")
+    @classmethod
+    def _iso_time(cls, value: Any) -> Any:
+        if value is not None and not isinstance(value, str | datetime):
+            raise ValueError("must be an ISO 8601 date-time string")
         return value
 
     @field_validator("cpu")
@@ -101,12 +221,29 @@ class JobSpec(BaseModel):
             raise ValueError("deadline must be after joinAt")
         return self
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _meant(cls, value: Any, info: ValidationInfo) -> Any:
+        """No coercion a client cannot have meant (core/limits.py): a number for a date."""
+        if cls.checks_inputs and info.field_name:
+            check_raw(info.field_name, value)
+        return value
+
+    @field_validator("*")
+    @classmethod
+    def _startable(cls, value: Any, info: ValidationInfo) -> Any:
+        """A bot can start with it (core/limits.py): no NUL, a config that fits the bot's
+        environment, a meeting host that is not internal, times the scheduler can compute."""
+        if cls.checks_inputs and info.field_name:
+            check_field(info.field_name, value, info.data, info.context)
+        return value
+
 
 class ExecutionRef(BaseModel):
     """Which run on which backend belongs to a job."""
 
-    backend: str
-    id: str
+    backend: str = Field(description="The backend that runs it.", examples=["process"])
+    id: str = Field(description="The run's id on that backend.", examples=["botsched-8f0c2b1e"])
 
 
 Phase = Literal["pending", "running", "succeeded", "failed", "unknown"]
@@ -126,23 +263,50 @@ class Job(JobSpec):
     """A job as stored and as served. `version` is the store's, opaque to everything else."""
 
     model_config = ConfigDict(extra="ignore")
+    checks_inputs: ClassVar[bool] = False
 
-    id: str
+    id: str = Field(description="The job's id.", examples=[EXAMPLE_ID])
     tenant: str
-    status: JobState = JobState.QUEUED
-    idempotencyKey: str | None = None
-    attempts: int = 0
-    error: str | None = None
-    reason: str | None = None
-    exitCode: int | None = None
-    execution: ExecutionRef | None = None
-    outcome: JobState | None = None  # in `stopping`: the final state once the run is gone
-    statusErrors: int = 0  # status checks that failed in a row
-    createdAt: datetime
-    updatedAt: datetime
-    notBefore: datetime
-    startedAt: datetime | None = None
-    completedAt: datetime | None = None
+    status: JobState = Field(default=JobState.QUEUED, description="Where the job is.")
+    idempotencyKey: str | None = Field(
+        default=None, description="The Idempotency-Key it was submitted with.", examples=[None]
+    )
+    attempts: int = Field(default=0, description="Runs started so far.", examples=[1])
+    error: str | None = Field(
+        default=None, description="Why the last run or start failed.", examples=[None]
+    )
+    reason: str | None = Field(
+        default=None,
+        description="Why the job ended: `expired`, `cancelled`, `max_runtime`, …",
+        examples=[None],
+    )
+    exitCode: int | None = Field(
+        default=None, description="The bot's exit code, once it ended.", examples=[0]
+    )
+    execution: ExecutionRef | None = Field(
+        default=None,
+        description="The backend's run of the job, once one started.",
+        examples=[{"backend": "process", "id": "botsched-8f0c2b1e"}],
+    )
+    outcome: JobState | None = Field(
+        default=None,
+        description="In `stopping`: the final state the job takes once its run is gone.",
+        examples=[None],
+    )
+    statusErrors: int = Field(
+        default=0, description="Status checks of the run that failed in a row.", examples=[0]
+    )
+    createdAt: datetime = Field(description="When it was submitted.", examples=[EXAMPLE_TIME])
+    updatedAt: datetime = Field(description="Its last change.", examples=[EXAMPLE_TIME])
+    notBefore: datetime = Field(
+        description="The earliest time it may start.", examples=[EXAMPLE_TIME]
+    )
+    startedAt: datetime | None = Field(
+        default=None, description="When its run started.", examples=[EXAMPLE_TIME]
+    )
+    completedAt: datetime | None = Field(
+        default=None, description="When it reached a final state.", examples=[None]
+    )
     leaseOwner: str | None = None
     leaseUntil: datetime | None = None
     version: str | None = None
@@ -152,10 +316,11 @@ class Job(JobSpec):
         return self.joinAt or self.createdAt
 
     def public(self) -> dict[str, Any]:
-        """The job as a client sees it: no lease, no store version."""
-        return self.model_dump(
-            mode="json", exclude={"leaseOwner", "leaseUntil", "version", "tenant"}
-        )
+        """The job as a client sees it: no lease, no store version, no tenant; `containerId`
+        (the original's name) is the backend's run id once a run exists."""
+        public = self.model_dump(mode="json", exclude=set(PRIVATE_FIELDS))
+        public["containerId"] = self.execution.id if self.execution else None
+        return public
 
     def bot_config(self) -> dict[str, Any]:
         """The JSON bot config the seed's bot reads (snake_case), with the job's own fields."""

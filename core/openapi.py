@@ -1,175 +1,249 @@
-"""The OpenAPI document (built from the models, so it cannot drift from them) and a docs page
-that renders it with no CDN, so it works offline."""
+"""The OpenAPI document: its schemas are built from the models (so they cannot drift from what
+the server validates), its paths are in core/openapi_paths.py."""
 
 from __future__ import annotations
 
 from functools import cache
 from typing import Any
 
+from pydantic import BaseModel
+
 from core import __version__
-from core.models import Job, JobSpec, JobState
+from core.meeting_config import MeetingRequest
+from core.models import EXAMPLE_ID, EXAMPLE_TIME, PRIVATE_FIELDS, Job, JobSpec, JobState
+from core.openapi_paths import paths
 
 REF = "#/components/schemas/{model}"
+DEFAULT_MAX_BATCH = 100
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
+def ref(name: str) -> dict[str, str]:
+    return {"$ref": REF.format(model=name)}
 
 
-def _json(schema: dict[str, Any], description: str = "") -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+def prop(kind: str | list[str], description: str, example: Any, **extra: Any) -> dict[str, Any]:
+    return {"type": kind, "description": description, "examples": [example], **extra}
 
 
-def _envelope(**properties: Any) -> dict[str, Any]:
-    return {"type": "object", "properties": {"success": {"type": "boolean"}, **properties}}
+def obj(required: list[str], **properties: Any) -> dict[str, Any]:
+    return {"type": "object", "required": required, "properties": properties}
 
 
-ERRORS = {
-    str(code): _json(_ref("Error"), text)
-    for code, text in [
-        (400, "bad input, the message names the field"),
-        (401, "API key missing"),
-        (404, "no such job (or another tenant's)"),
-        (413, "body too large"),
-    ]
-}
-JOB_ID = [{"name": "jobId", "in": "path", "required": True, "schema": {"type": "string"}}]
-JOB_RESPONSE = _json(_envelope(job=_ref("Job")), "the job")
+SUCCESS = {"const": True, "description": "Always true on success.", "examples": [True]}
+WARNINGS = prop(
+    "array",
+    "Present when the request had fields this route does not know: they were ignored.",
+    ["colour: unknown field, ignored"],
+    items={"type": "string"},
+)
+COUNT = "Jobs in this state."
 
 
-def _operation(summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    return {"summary": summary, "responses": {**responses, **ERRORS}, **extra}
+def _model(schemas: dict[str, Any], model: type[BaseModel], mode: str = "validation") -> Any:
+    schema = model.model_json_schema(ref_template=REF, mode=mode)  # type: ignore[arg-type]
+    schemas.update(schema.pop("$defs", {}))
+    return schema
 
 
-def _paths() -> dict[str, Any]:
-    body = {"required": True, "content": {"application/json": {"schema": _ref("JobSpec")}}}
-    idem = [
-        {
-            "name": "Idempotency-Key",
-            "in": "header",
-            "required": False,
-            "schema": {"type": "string"},
-            "description": "a retried POST returns the same job",
-        }
-    ]
-    batch = {
-        "type": "object",
-        "required": ["jobs"],
-        "properties": {"jobs": {"type": "array", "items": _ref("JobSpec")}},
-    }
-    meeting = {
-        "type": "object",
-        "required": ["meeting_url"],
-        "additionalProperties": True,
-        "properties": {
-            "meeting_url": {"type": "string"},
-            "bot_name": {"type": "string"},
-            "email": {"type": "string"},
-            "recording_mode": {"type": "string"},
-            "priority": {"type": "integer"},
-        },
-    }
-    listing = [
-        {"name": "status", "in": "query", "schema": {"enum": [s.value for s in JobState]}},
-        {"name": "limit", "in": "query", "schema": {"type": "integer", "maximum": 200}},
-        {"name": "cursor", "in": "query", "schema": {"type": "string"}},
-    ]
-    jobs = "/api/scheduler/jobs"
+def public_job(schema: dict[str, Any]) -> dict[str, Any]:
+    """The Job model as `Job.public()` serves it: no private field, `containerId` added, and
+    every field present (null when unset)."""
+    properties = {k: v for k, v in schema["properties"].items() if k not in PRIVATE_FIELDS}
+    properties["containerId"] = prop(
+        ["string", "null"],
+        "The original's name for the backend's run id (`execution.id`); null before a run.",
+        "botsched-8f0c2b1e",
+    )
+    return {**schema, "properties": properties, "required": list(properties)}
+
+
+def job_schemas() -> dict[str, Any]:
     return {
-        "/health": {"get": {"summary": "Liveness", "responses": {"200": _json({})}}},
-        jobs: {
-            "post": _operation(
-                "Submit a job",
-                {"201": JOB_RESPONSE, "200": JOB_RESPONSE},
-                requestBody=body,
-                parameters=idem,
+        "JobResponse": obj(
+            ["success", "job"],
+            success=SUCCESS,
+            job=ref("Job"),
+            duplicate=prop(
+                "boolean", "Present when the job existed (dedup or idempotency key).", True
             ),
-            "get": _operation(
-                "List the caller's jobs, newest first",
-                {
-                    "200": _json(
-                        _envelope(
-                            jobs={"type": "array", "items": _ref("Job")},
-                            nextCursor={"type": "string"},
-                        )
-                    )
-                },
-                parameters=listing,
+            warnings=WARNINGS,
+        ),
+        "JobList": obj(
+            ["success", "jobs", "nextCursor"],
+            success=SUCCESS,
+            jobs={"type": "array", "items": ref("Job"), "description": "Newest first."},
+            nextCursor=prop(
+                ["string", "null"], "Pass as `cursor` for the next page; null on the last.", None
             ),
-        },
-        f"{jobs}/batch": {
-            "post": _operation(
-                "Submit many jobs; per-item results and errors",
-                {"201": _json(_envelope()), "207": _json(_envelope())},
-                requestBody={"required": True, "content": {"application/json": {"schema": batch}}},
-            )
-        },
-        jobs + "/{jobId}": {
-            "get": _operation("A job", {"200": JOB_RESPONSE}, parameters=JOB_ID),
-            "delete": _operation(
-                "Cancel a job (stops its bot)",
-                {"200": JOB_RESPONSE, "409": _json(_ref("Error"), "already finished")},
-                parameters=JOB_ID,
-            ),
-        },
-        jobs + "/{jobId}/logs": {
-            "get": _operation(
-                "The bot's output",
-                {"200": _json(_envelope(logs={"type": "string"}))},
-                parameters=[
-                    *JOB_ID,
-                    {"name": "tail", "in": "query", "schema": {"type": "integer"}},
-                ],
-            )
-        },
-        "/api/scheduler/stats": {
-            "get": _operation(
-                "Queue and run counts",
-                {
-                    "200": _json(
-                        _envelope(
-                            queueSize={"type": "integer"},
-                            runningJobs={"type": "integer"},
-                            maxConcurrentJobs={"type": "integer"},
-                        )
-                    )
+        ),
+    }
+
+
+def batch_schemas(max_batch: int) -> dict[str, Any]:
+    return {
+        "BatchRequest": obj(
+            ["jobs"],
+            jobs={
+                "type": "array",
+                "items": {
+                    "anyOf": [
+                        ref("JobSpec"),
+                        {"description": "Any other value: refused alone, in `errors`."},
+                    ]
                 },
-            )
-        },
-        "/api/scheduler/meetings": {
-            "post": _operation(
-                "Submit the seed's snake_case bot config",
-                {"201": JOB_RESPONSE},
-                requestBody={
-                    "required": True,
-                    "content": {"application/json": {"schema": meeting}},
-                },
-            )
+                "minItems": 1,
+                "maxItems": max_batch,
+                "description": f"1 to {max_batch} jobs, each validated on its own: the "
+                "invalid ones are reported in `errors`, the others submitted.",
+            },
+        ),
+        "BatchJob": {"allOf": [ref("Job"), obj(["index", "duplicate"], **BATCH_ITEM)]},
+        "BatchError": obj(
+            ["index", "error", "message"],
+            index=BATCH_ITEM["index"],
+            error=prop("string", "The error code.", "validation_error"),
+            message=prop("string", "What is wrong, naming the field.", "meetingUrl: …"),
+        ),
+        "BatchResponse": obj(
+            ["success", "submitted", "failed", "count", "jobs", "errors"],
+            success=prop("boolean", "True when at least one job was submitted.", True),
+            submitted=prop("integer", "Jobs submitted (or found by dedup key).", 2, minimum=0),
+            count=prop("integer", "The original's name for `submitted`.", 2, minimum=0),
+            failed=prop("integer", "Items refused.", 0, minimum=0),
+            jobs={"type": "array", "items": ref("BatchJob"), "description": "The jobs submitted."},
+            errors={"type": "array", "items": ref("BatchError"), "description": "Items refused."},
+        ),
+    }
+
+
+BATCH_ITEM = {
+    "index": prop("integer", "The item's position in the request.", 0, minimum=0),
+    "duplicate": prop("boolean", "True when the dedup key found an existing job.", False),
+    "warnings": WARNINGS,
+}
+
+
+def meeting_schemas() -> dict[str, Any]:
+    meeting = obj(
+        ["id", "containerId", "meetingUrl", "status", "createdAt", "botConfig"],
+        id=prop("string", "The job's id (`bot_uuid` when given).", EXAMPLE_ID),
+        containerId=prop(["string", "null"], "The backend's run id; null before a run.", None),
+        meetingUrl=prop("string", "The meeting.", "https://meet.google.com/abc-defg-hij"),
+        status={**ref("JobState"), "description": "The job's state."},
+        createdAt=prop("string", "When it was submitted.", EXAMPLE_TIME, format="date-time"),
+        botConfig=prop("object", "The config the bot is started with.", {"bot_name": "Bot"}),
+    )
+    return {
+        "MeetingResponse": obj(
+            ["success", "meeting", "job"],
+            success=SUCCESS,
+            meeting={**meeting, "description": "The original's answer."},
+            job=ref("Job"),
+            duplicate=prop("boolean", "Present when the Idempotency-Key found the job.", True),
+        )
+    }
+
+
+def stats_schemas() -> dict[str, Any]:
+    counts = {
+        name: prop("integer", COUNT if name.endswith("Jobs") else text, 0, minimum=0)
+        for name, text in STATS_FIELDS.items()
+    }
+    stats = obj(list(counts), **counts)
+    stats["properties"].update(
+        maxConcurrentJobs=prop("integer", "The global cap on active jobs.", 10, minimum=1),
+        maxConcurrentJobsPerTenant=prop(["integer", "null"], "The per-tenant cap, if any.", None),
+        platform=prop("string", "The backend that runs the bots.", "process"),
+    )
+    stats["required"] += ["maxConcurrentJobs", "maxConcurrentJobsPerTenant", "platform"]
+    return {
+        "Stats": stats,
+        "StatsResponse": {
+            "allOf": [stats, obj(["success", "stats"], success=SUCCESS, stats=ref("Stats"))]
         },
     }
+
+
+def service_schemas() -> dict[str, Any]:
+    return {
+        "Health": obj(
+            ["success", "status", "timestamp"],
+            success=prop("boolean", "False when the store cannot be read.", True),
+            status=prop(
+                "string", "healthy, or unhealthy (503).", "healthy", enum=["healthy", "unhealthy"]
+            ),
+            timestamp=prop("string", "The server's time.", EXAMPLE_TIME, format="date-time"),
+            activeJobs=prop("integer", "Jobs in provisioning, running or stopping.", 1, minimum=0),
+            platform=prop("string", "The backend that runs the bots.", "process"),
+            error=prop("string", "Why it is unhealthy.", "store unavailable"),
+        ),
+        "Info": obj(
+            ["name", "version", "endpoints"],
+            name=prop("string", "The API's name.", "Bot Scheduler API"),
+            version=prop("string", "The server's version.", __version__),
+            platform=prop("string", "The backend that runs the bots.", "process"),
+            documentation=prop("string", "The docs page.", "/ui"),
+            endpoints={
+                **prop("object", "Each operation, by name.", {"health": "GET /health"}),
+                "additionalProperties": {"type": "string"},
+            },
+        ),
+        "Logs": obj(
+            ["success", "jobId", "logs"],
+            success=SUCCESS,
+            jobId=prop("string", "The job.", EXAMPLE_ID),
+            logs=prop("string", "The last lines the bot printed.", "joined the meeting\n"),
+        ),
+        "Error": obj(
+            ["success", "error", "message"],
+            success={"const": False, "description": "Always false.", "examples": [False]},
+            error=prop("string", "A stable error code.", "validation_error"),
+            message=prop("string", "What went wrong; a bad field is named.", "meetingUrl: …"),
+            fields=prop("array", "The bad fields.", ["meetingUrl"], items={"type": "string"}),
+            retryAfter=prop("integer", "With 429: seconds to wait.", 1),
+        ),
+    }
+
+
+STATS_FIELDS = {
+    "queueSize": "Jobs queued.",
+    "provisioningJobs": COUNT,
+    "runningJobs": COUNT,
+    "stoppingJobs": COUNT,
+    "completedJobs": COUNT,
+    "failedJobs": COUNT,
+    "cancelledJobs": COUNT,
+    "totalJobs": "All the caller's jobs.",
+}
 
 
 @cache
-def openapi_document() -> dict[str, Any]:
+def openapi_document(max_batch: int = DEFAULT_MAX_BATCH) -> dict[str, Any]:
     schemas: dict[str, Any] = {}
-    for model in (JobSpec, Job):
-        schema = model.model_json_schema(ref_template=REF)
-        schemas.update(schema.pop("$defs", {}))
-        schemas[model.__name__] = schema
-    schemas["Error"] = {
-        "type": "object",
-        "required": ["success", "error", "message"],
-        "properties": {
-            "success": {"const": False},
-            "error": {"type": "string"},
-            "message": {"type": "string"},
-        },
+    schemas["JobSpec"] = _model(schemas, JobSpec)
+    schemas["Job"] = public_job(_model(schemas, Job, "serialization"))
+    schemas["MeetingRequest"] = _model(schemas, MeetingRequest)
+    schemas["JobState"] = {
+        **schemas["JobState"],
+        "description": ", ".join(s.value for s in JobState),
     }
-    security: list[dict[str, list[str]]] = [{"apiKey": []}, {"bearer": []}]
+    for more in (job_schemas(), batch_schemas(max_batch), meeting_schemas()):
+        schemas.update(more)
+    schemas.update(stats_schemas(), **service_schemas())
     return {
         "openapi": "3.1.0",
-        "info": {"title": "Bot Scheduler API", "version": __version__},
-        "paths": _paths(),
+        "info": {
+            "title": "Bot Scheduler API",
+            "version": __version__,
+            "description": "Schedules meeting-recording bots: submit a job, one bot records "
+            "the meeting. Send your API key as `X-API-Key` or `Authorization: Bearer`.",
+        },
+        "tags": [
+            {"name": "Jobs", "description": "Submit, follow and cancel recording jobs."},
+            {"name": "Meetings", "description": "The original's snake_case bot config."},
+            {"name": "Service", "description": "Health, info and metrics."},
+        ],
+        "paths": paths(),
         "components": {
             "schemas": schemas,
             "securitySchemes": {
@@ -177,44 +251,5 @@ def openapi_document() -> dict[str, Any]:
                 "bearer": {"type": "http", "scheme": "bearer"},
             },
         },
-        "security": security,
+        "security": [{"apiKey": []}, {"bearer": []}],
     }
-
-
-DOCS_HTML = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Bot Scheduler API</title>
-<style>
-body{font:15px/1.5 system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}
-.op{border:1px solid #ddd;border-radius:6px;margin:.6rem 0;padding:.5rem .8rem}
-.m{display:inline-block;min-width:4.5rem;font-weight:700;text-transform:uppercase}
-.get{color:#0a6}.post{color:#06c}.delete{color:#c30}
-pre{background:#f6f6f6;padding:.6rem;overflow:auto;font-size:13px}
-</style></head>
-<body><h1>Bot Scheduler API</h1>
-<p>Send your key as <code>X-API-Key</code> or <code>Authorization: Bearer</code>.
-The machine-readable document is at <a href="openapi.json">openapi.json</a>.</p>
-<div id="ops">Loading…</div>
-<script>
-fetch("openapi.json").then(r => r.json()).then(doc => {
-  const out = document.getElementById("ops"); out.textContent = "";
-  for (const [path, item] of Object.entries(doc.paths)) {
-    for (const [method, op] of Object.entries(item)) {
-      const el = document.createElement("div"); el.className = "op";
-      const head = document.createElement("div");
-      head.innerHTML = `<span class="m ${method}">${method}</span><code></code> `;
-      head.querySelector("code").textContent = path;
-      head.append(op.summary || "");
-      el.append(head);
-      const body = op.requestBody && op.requestBody.content["application/json"].schema;
-      if (body) {
-        const pre = document.createElement("pre");
-        const ref = body.$ref ? doc.components.schemas[body.$ref.split("/").pop()] : body;
-        pre.textContent = JSON.stringify(ref.properties || ref, null, 2);
-        el.append(pre);
-      }
-      out.append(el);
-    }
-  }
-});
-</script></body></html>
-"""

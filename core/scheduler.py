@@ -48,15 +48,21 @@ class Scheduler(Lifecycle):
     # -- client operations -------------------------------------------------------------------
 
     async def submit(
-        self, tenant: str, spec: JobSpec, idempotency_key: str | None = None
+        self,
+        tenant: str,
+        spec: JobSpec,
+        idempotency_key: str | None = None,
+        *,
+        job_id: str | None = None,
     ) -> tuple[Job, bool]:
         """Queue a job. Returns (job, created); a repeated dedup or idempotency key returns the
-        job that already holds it, with created False."""
+        job that already holds it, with created False. `job_id` (default: a new UUID) must not be
+        in use: the store raises Conflict."""
         now = self.clock()
         lead = timedelta(seconds=self.settings.join_lead_seconds)
         job = Job(
             **spec.model_dump(),
-            id=str(uuid.uuid4()),
+            id=job_id or str(uuid.uuid4()),
             tenant=tenant,
             idempotencyKey=idempotency_key,
             createdAt=now,

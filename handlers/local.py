@@ -1,13 +1,33 @@
-"""The local server: uvicorn serving the app, with `drain_once` on the polling interval."""
+"""The local server: uvicorn serving the app, with `drain_once` on the polling interval (and at
+once when a bot the process backend started ends)."""
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
+import sys
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 
 from core.api import create_app
 from core.config import Settings
+from core.errors import ConfigError
+from core.preflight import check_runtime, store_description
+
+if TYPE_CHECKING:
+    import uvicorn
+
+log = logging.getLogger("botsched.local")
+
+# uvicorn's limits: idle keep-alive connections close after KEEP_ALIVE_SECONDS; past
+# MAX_CONNECTIONS open connections new requests get 503; a shutdown waits at most
+# SHUTDOWN_SECONDS for requests in flight. A request body that stalls is cut by the app
+# (SCHEDULER_BODY_TIMEOUT_SECONDS).
+KEEP_ALIVE_SECONDS = 5
+MAX_CONNECTIONS = 1000
+SHUTDOWN_SECONDS = 10
 
 
 def build_app(settings: Settings | None = None) -> Starlette:
@@ -16,13 +36,58 @@ def build_app(settings: Settings | None = None) -> Starlette:
 
 
 def serve(settings: Settings | None = None) -> None:
-    import uvicorn
-
+    """Serve until stopped; ConfigError (one line for the user) when it cannot start."""
     settings = settings or Settings.from_env()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    app = build_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+    check_runtime(settings)
+    with listen(settings.host, settings.port) as sock:
+        server = uvicorn_server(build_app(settings), settings)
+        log.info("jobs are kept in the %s", store_description(settings))
+        server.run(sockets=[sock])
+    if not server.started:
+        raise ConfigError("the server did not start; see the messages above")
+
+
+def uvicorn_server(app: Starlette, settings: Settings) -> uvicorn.Server:
+    import uvicorn
+
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        limit_concurrency=MAX_CONNECTIONS,
+        timeout_graceful_shutdown=SHUTDOWN_SECONDS,
+    )
+    return uvicorn.Server(config)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port, or ConfigError that says what to change."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(
+                f"port {port} is in use on {host}; set PORT=... to a free port (or stop what "
+                "listens there)"
+            ) from None
+        raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror}); check HOST") from None
+    return sock
+
+
+def main() -> None:
+    try:
+        serve(Settings.from_env())
+    except ConfigError as exc:
+        print(f"botsched: {exc.message}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":
-    serve()
+    main()

@@ -5,6 +5,10 @@ the source root: the base dependencies, then the `gcp` and `azure` extras (each 
 the other's SDKs too, but imports only its own, lazily), and functions-framework, which every
 Cloud Function needs (added only when no extra lists it), in pyproject's order, each project once.
 
+Each line gets an upper bound: the next major version after the one the tests run on (CEILINGS),
+so a deploy never installs a release with breaking changes nobody has tested. A requirement with
+no bound of its own and no ceiling here is an error: choose one when adding a dependency.
+
     python scripts/gen-requirements.py           # write requirements.txt
     python scripts/gen-requirements.py --check   # exit 1 if requirements.txt is out of date
 
@@ -29,8 +33,30 @@ HEADER = (
 )
 
 
+# project -> the first version a deploy must not install (the next major after the tested one)
+CEILINGS = {
+    "starlette": "2",
+    "pydantic": "3",
+    "httpx": "1",
+    "uvicorn": "1",
+    "swagger-ui-bundle-v2": "6",
+    "functions-framework": "4",
+    "google-cloud-firestore": "3",
+    "google-cloud-run": "1",
+    "azure-functions": "2",
+    "azure-mgmt-appcontainers": "6",
+    "azure-data-tables": "13",
+    "aiohttp": "4",
+    "azure-identity": "2",
+}
+
+
 class MissingExtra(Exception):
     """pyproject.toml has no extra of that name."""
+
+
+class MissingCeiling(Exception):
+    """A requirement has no upper bound and CEILINGS has none for it."""
 
 
 def name_of(requirement: str) -> str:
@@ -41,9 +67,26 @@ def name_of(requirement: str) -> str:
     return re.sub(r"[-_.]+", "-", match.group(1)).lower()
 
 
+def bounded(requirement: str, ceilings: dict[str, str] = CEILINGS) -> str:
+    """`requirement` with `,<ceiling` added to its version specifier (before any marker), unless
+    it has an upper bound or pins one version already."""
+    spec, semicolon, marker = requirement.partition(";")
+    spec = spec.strip()
+    if re.search(r"<|==|~=", spec):
+        return requirement.strip()
+    ceiling = ceilings.get(name_of(spec))
+    if ceiling is None:
+        raise MissingCeiling(
+            f"{spec}: no upper bound; add one to CEILINGS in scripts/gen-requirements.py "
+            "(the next major version after the one the tests run on)"
+        )
+    separator = "," if re.search(r"[<>=!]", spec) else ""
+    return f"{spec}{separator}<{ceiling}" + (f" ;{marker}" if semicolon else "")
+
+
 def requirements(pyproject: dict[str, object], extras: tuple[str, ...] = EXTRAS) -> list[str]:
     """Base dependencies, then each extra's, then functions-framework unless listed; each
-    project once (its first mention wins)."""
+    project once (its first mention wins), each with an upper bound."""
     project = pyproject.get("project")
     if not isinstance(project, dict):
         raise ValueError("pyproject.toml has no [project] table")
@@ -62,7 +105,7 @@ def requirements(pyproject: dict[str, object], extras: tuple[str, ...] = EXTRAS)
         name = name_of(requirement)
         if name not in seen:
             seen.add(name)
-            unique.append(requirement.strip())
+            unique.append(bounded(requirement))
     return unique
 
 
@@ -81,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         text = render(args.pyproject)
-    except MissingExtra as exc:
+    except (MissingExtra, MissingCeiling) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.check:

@@ -1,11 +1,16 @@
-// Bot Scheduler on Azure: what one deployment needs.
+// Bot Scheduler on Azure: what one deployment needs, in one resource group.
 //
-//   storage account + table  (the job store, and the Functions host's own storage)
-//   Container Apps environment + a manual-trigger job  (one execution per bot)
-//   Function App (Python, Linux, consumption) with a system-assigned identity
-//   role assignments: the function may start/stop/read executions of that job, and use the table
+//   storage account: the job table, the Functions host's blobs (timer locks) and the app package
+//   Log Analytics workspace + Application Insights (workspace-based): the bots' console logs and
+//     the function's logs, traces and failures
+//   Container Apps environment + a manual-trigger job (one execution per bot)
+//   Flex Consumption plan + Function App (Python 3.11) with a system-assigned identity
+//   built-in roles for that identity: Container Apps Jobs Operator on the job alone, Storage
+//     Table Data Contributor on the storage account (assignRoles=false leaves both to an
+//     administrator)
 //
-// Deploy: see infra/azure/README.md.
+// No custom role is created. Deploy: see infra/azure/README.md. The API versions are those of
+// the official Azure SDK models tests/deploy/test_azure_template.py validates every resource with.
 
 targetScope = 'resourceGroup'
 
@@ -33,12 +38,31 @@ param apiKeys string
 @description('Global concurrency cap.')
 param maxConcurrentJobs int = 10
 
+@description('Memory of one Function App instance, in MB (Flex Consumption sizes).')
+@allowed([512, 2048, 4096])
+param instanceMemoryMB int = 2048
+
+@description('Most instances the Function App scales out to.')
+@minValue(1)
+@maxValue(1000)
+param maximumInstanceCount int = 40
+
+@description('Assign the two built-in roles to the function\'s identity. Needs Owner, User Access Administrator or Role Based Access Control Administrator; with false, an administrator assigns them afterwards (see the README).')
+param assignRoles bool = true
+
 var suffix = uniqueString(resourceGroup().id)
 var storageName = take('${prefix}${suffix}', 24)
 var tableName = 'botschedjobs'
+var packageContainer = 'app-package'
 var jobName = '${prefix}-bot'
 
-resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+// Built-in roles (their IDs are the same in every subscription).
+var jobsOperatorRole = subscriptionResourceId(
+  'Microsoft.Authorization/roleDefinitions', 'b9a307c4-5aa3-4b52-ba60-2b17c136cd7b')
+var tableDataContributorRole = subscriptionResourceId(
+  'Microsoft.Authorization/roleDefinitions', '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3')
+
+resource storage 'Microsoft.Storage/storageAccounts@2026-09-01' = {
   name: storageName
   location: location
   kind: 'StorageV2'
@@ -50,17 +74,28 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   }
 }
 
-resource tables 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01' = {
+resource blobs 'Microsoft.Storage/storageAccounts/blobServices@2026-09-01' = {
   parent: storage
   name: 'default'
 }
 
-resource jobsTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = {
+resource packages 'Microsoft.Storage/storageAccounts/blobServices/containers@2026-09-01' = {
+  parent: blobs
+  name: packageContainer
+  properties: { publicAccess: 'None' }
+}
+
+resource tables 'Microsoft.Storage/storageAccounts/tableServices@2026-09-01' = {
+  parent: storage
+  name: 'default'
+}
+
+resource jobsTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2026-09-01' = {
   parent: tables
   name: tableName
 }
 
-resource logs 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
+resource logs 'Microsoft.OperationalInsights/workspaces@2025-07-01' = {
   name: '${prefix}-logs-${suffix}'
   location: location
   properties: {
@@ -69,7 +104,17 @@ resource logs 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
   }
 }
 
-resource containerEnv 'Microsoft.App/managedEnvironments@2024-03-01' = {
+resource insights 'Microsoft.Insights/components@2020-02-02' = {
+  name: '${prefix}-insights-${suffix}'
+  location: location
+  kind: 'web'
+  properties: {
+    Application_Type: 'web'
+    WorkspaceResourceId: logs.id
+  }
+}
+
+resource containerEnv 'Microsoft.App/managedEnvironments@2026-07-01' = {
   name: '${prefix}-env'
   location: location
   properties: {
@@ -83,7 +128,7 @@ resource containerEnv 'Microsoft.App/managedEnvironments@2024-03-01' = {
   }
 }
 
-resource botJob 'Microsoft.App/jobs@2024-03-01' = {
+resource botJob 'Microsoft.App/jobs@2026-07-01' = {
   name: jobName
   location: location
   properties: {
@@ -112,17 +157,17 @@ resource botJob 'Microsoft.App/jobs@2024-03-01' = {
   }
 }
 
-resource plan 'Microsoft.Web/serverfarms@2023-12-01' = {
+resource plan 'Microsoft.Web/serverfarms@2025-05-01' = {
   name: '${prefix}-plan'
   location: location
   kind: 'functionapp'
-  sku: { name: 'Y1', tier: 'Dynamic' }
+  sku: { name: 'FC1', tier: 'FlexConsumption' }
   properties: { reserved: true }
 }
 
 var storageConnection = 'DefaultEndpointsProtocol=https;AccountName=${storage.name};EndpointSuffix=${environment().suffixes.storage};AccountKey=${storage.listKeys().keys[0].value}'
 
-resource functionApp 'Microsoft.Web/sites@2023-12-01' = {
+resource functionApp 'Microsoft.Web/sites@2025-05-01' = {
   name: '${prefix}-func-${suffix}'
   location: location
   kind: 'functionapp,linux'
@@ -130,21 +175,36 @@ resource functionApp 'Microsoft.Web/sites@2023-12-01' = {
   properties: {
     serverFarmId: plan.id
     httpsOnly: true
+    functionAppConfig: {
+      deployment: {
+        storage: {
+          type: 'blobContainer'
+          value: '${storage.properties.primaryEndpoints.blob}${packages.name}'
+          authentication: {
+            type: 'StorageAccountConnectionString'
+            storageAccountConnectionStringName: 'DEPLOYMENT_STORAGE_CONNECTION_STRING'
+          }
+        }
+      }
+      scaleAndConcurrency: {
+        instanceMemoryMB: instanceMemoryMB
+        maximumInstanceCount: maximumInstanceCount
+      }
+      runtime: { name: 'python', version: '3.11' }
+    }
     siteConfig: {
-      linuxFxVersion: 'Python|3.11'
       minTlsVersion: '1.2'
       appSettings: [
         { name: 'AzureWebJobsStorage', value: storageConnection }
-        { name: 'FUNCTIONS_EXTENSION_VERSION', value: '~4' }
-        { name: 'FUNCTIONS_WORKER_RUNTIME', value: 'python' }
-        { name: 'AzureWebJobsFeatureFlags', value: 'EnableWorkerIndexing' }
+        { name: 'DEPLOYMENT_STORAGE_CONNECTION_STRING', value: storageConnection }
+        { name: 'APPLICATIONINSIGHTS_CONNECTION_STRING', value: insights.properties.ConnectionString }
         { name: 'SCHEDULER_STORE', value: 'azure_table' }
         { name: 'AZURE_STORAGE_ACCOUNT_URL', value: storage.properties.primaryEndpoints.table }
-        { name: 'AZURE_TABLE_NAME', value: tableName }
+        { name: 'AZURE_TABLE_NAME', value: jobsTable.name }
         { name: 'PLATFORM', value: 'azure' }
         { name: 'AZURE_SUBSCRIPTION_ID', value: subscription().subscriptionId }
         { name: 'AZURE_RESOURCE_GROUP', value: resourceGroup().name }
-        { name: 'AZURE_JOB_NAME', value: jobName }
+        { name: 'AZURE_JOB_NAME', value: botJob.name }
         { name: 'SCHEDULER_CONTAINER_IMAGE', value: botImage }
         { name: 'SCHEDULER_DEFAULT_CPU', value: botCpu }
         { name: 'SCHEDULER_DEFAULT_MEMORY', value: botMemory }
@@ -157,46 +217,23 @@ resource functionApp 'Microsoft.Web/sites@2023-12-01' = {
   }
 }
 
-// The function's identity may read the job, start it, and read and stop its executions.
-resource jobsOperator 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
-  name: guid(resourceGroup().id, 'botsched-jobs-operator')
-  properties: {
-    roleName: 'Bot Scheduler jobs operator (${resourceGroup().name})'
-    description: 'Start Container Apps job executions, read them and stop them.'
-    type: 'CustomRole'
-    assignableScopes: [ resourceGroup().id ]
-    permissions: [
-      {
-        // start, and stop of an execution, are POST actions on the job
-        actions: [
-          'Microsoft.App/jobs/read'
-          'Microsoft.App/jobs/*/action'
-          'Microsoft.App/jobs/executions/read'
-        ]
-      }
-    ]
-  }
-}
-
-resource startExecutions 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(botJob.id, functionApp.id, jobsOperator.id)
+// Read the job, start it, and read and stop its executions: on this one job only.
+resource operateBotJob 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (assignRoles) {
+  name: guid(botJob.id, functionApp.id, jobsOperatorRole)
   scope: botJob
   properties: {
-    roleDefinitionId: jobsOperator.id
+    roleDefinitionId: jobsOperatorRole
     principalId: functionApp.identity.principalId
     principalType: 'ServicePrincipal'
   }
 }
 
-// Storage Table Data Contributor, so the store reaches the table with the managed identity.
-var tableDataContributor = subscriptionResourceId(
-  'Microsoft.Authorization/roleDefinitions', '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3')
-
-resource useTable 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(storage.id, functionApp.id, tableDataContributor)
+// The store reaches the table with the managed identity (AZURE_STORAGE_ACCOUNT_URL).
+resource useTable 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (assignRoles) {
+  name: guid(storage.id, functionApp.id, tableDataContributorRole)
   scope: storage
   properties: {
-    roleDefinitionId: tableDataContributor
+    roleDefinitionId: tableDataContributorRole
     principalId: functionApp.identity.principalId
     principalType: 'ServicePrincipal'
   }
@@ -204,5 +241,9 @@ resource useTable 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
 
 output functionAppName string = functionApp.name
 output apiBaseUrl string = 'https://${functionApp.properties.defaultHostName}'
+output principalId string = functionApp.identity.principalId
+output jobId string = botJob.id
 output jobName string = botJob.name
 output storageAccount string = storage.name
+output storageAccountId string = storage.id
+output applicationInsights string = insights.name

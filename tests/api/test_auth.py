@@ -7,7 +7,18 @@ import pytest
 from core.api import Routes, create_app
 from core.config import Settings
 from core.errors import ConfigError
-from tests.api.conftest import API_KEYS, JOBS, KEY_A, KEY_B, URL, Api, MakeApi, assert_error
+from core.ratelimit import TokenBuckets
+from tests.api.conftest import (
+    API_KEYS,
+    JOBS,
+    KEY_A,
+    KEY_B,
+    URL,
+    Api,
+    MakeApi,
+    assert_error,
+    later,
+)
 
 A = {"X-API-Key": KEY_A}
 B = {"X-API-Key": KEY_B}
@@ -196,3 +207,109 @@ async def test_auth_disabled_ignores_keys(make_api: MakeApi) -> None:
     api = await make_api({"SCHEDULER_API_KEYS": API_KEYS, "SCHEDULER_AUTH_DISABLED": "true"})
     job = await api.submit()
     assert (await api.stored(job["id"])).tenant == "default"
+
+
+# -- /metrics scope ------------------------------------------------------------------------
+
+ADMIN_KEY = "admin-key-0123"
+
+
+def gauge(text: str, state: str) -> int:
+    line = next(
+        line for line in text.splitlines() if line.startswith(f'botsched_jobs{{state="{state}"}}')
+    )
+    return int(line.rsplit(" ", 1)[1])
+
+
+@pytest.fixture
+async def admin_api(make_api: MakeApi) -> Api:
+    api = await make_api({"SCHEDULER_API_KEYS": API_KEYS, "SCHEDULER_ADMIN_KEYS": ADMIN_KEY})
+    for _ in range(2):
+        await api.submit(headers=A, joinAt=later(hours=1))
+    await api.submit(headers=B, joinAt=later(hours=1))
+    return api
+
+
+async def test_a_tenant_key_sees_only_its_own_jobs_in_metrics(admin_api: Api) -> None:
+    text_a = (await admin_api.client.get("/metrics", headers=A)).text
+    text_b = (await admin_api.client.get("/metrics", headers=B)).text
+    assert (gauge(text_a, "queued"), gauge(text_b, "queued")) == (2, 1)
+    for text in (text_a, text_b):
+        assert "botsched_events_total" not in text  # process-wide: every tenant's submits
+        assert "botsched_max_concurrent_jobs" in text
+
+
+async def test_an_admin_key_sees_every_tenant_in_metrics(admin_api: Api) -> None:
+    response = await admin_api.client.get("/metrics", headers={"X-API-Key": ADMIN_KEY})
+    assert response.status_code == 200
+    assert gauge(response.text, "queued") == 3
+    assert 'botsched_events_total{event="submitted"} 3' in response.text
+
+
+async def test_an_admin_key_is_no_tenant_key(admin_api: Api) -> None:
+    response = await admin_api.client.get(JOBS, headers={"X-API-Key": ADMIN_KEY})
+    assert_error(response, 401, "unauthorized")
+
+
+def test_admin_keys_need_8_characters_and_are_kept_hashed() -> None:
+    with pytest.raises(ConfigError, match="SCHEDULER_ADMIN_KEYS"):
+        Settings.from_env({"SCHEDULER_ADMIN_KEYS": "short"})
+    settings = Settings.from_env({"SCHEDULER_ADMIN_KEYS": ADMIN_KEY})
+    assert settings.is_admin(ADMIN_KEY) and not settings.is_admin(KEY_A)
+    assert ADMIN_KEY not in repr(settings) and ADMIN_KEY not in settings.model_dump_json()
+
+
+# -- rate limits ---------------------------------------------------------------------------
+
+LIMITED = {"SCHEDULER_API_KEYS": API_KEYS, "SCHEDULER_RATE_LIMIT_PER_SECOND": "0.5"}
+
+
+async def test_a_key_past_its_burst_gets_429_with_retry_after(make_api: MakeApi) -> None:
+    api = await make_api({**LIMITED, "SCHEDULER_RATE_LIMIT_BURST": "3"})
+    statuses = [(await api.client.get(JOBS, headers=A)).status_code for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
+    limited = await api.client.get(JOBS, headers=A)
+    assert "at most 0.5 a second" in assert_error(limited, 429, "rate_limited")
+    assert limited.headers["retry-after"] == "2"
+    assert limited.json()["retryAfter"] == 2
+    assert (await api.client.get(JOBS, headers=B)).status_code == 200  # B has its own bucket
+    assert (await api.client.get("/health", headers=A)).status_code == 200  # not limited
+
+
+async def test_requests_without_a_valid_key_share_their_address_bucket(make_api: MakeApi) -> None:
+    api = await make_api({**LIMITED, "SCHEDULER_RATE_LIMIT_BURST": "2"})
+    guesses = [f"guess-{n:06d}" for n in range(3)]
+    statuses = [
+        (await api.client.get(JOBS, headers={"X-API-Key": key})).status_code for key in guesses
+    ]
+    assert statuses == [401, 401, 429]
+    assert (await api.client.get(JOBS, headers=A)).status_code == 200
+
+
+def test_token_buckets_refill_at_the_rate() -> None:
+    now = [0.0]
+    buckets = TokenBuckets(rate=2.0, burst=2, clock=lambda: now[0])
+    assert [buckets.take("k") for _ in range(2)] == [0.0, 0.0]
+    assert buckets.take("k") == pytest.approx(0.5)
+    now[0] = 0.5
+    assert buckets.take("k") == 0.0
+    assert buckets.take("other") == 0.0
+
+
+@pytest.mark.parametrize(
+    ("env", "exposed", "rate"),
+    [
+        ({}, False, 0.0),
+        ({}, True, 20.0),
+        ({"SCHEDULER_RATE_LIMIT_PER_SECOND": "0"}, True, 0.0),
+        ({"SCHEDULER_RATE_LIMIT_PER_SECOND": "5"}, False, 5.0),
+    ],
+)
+def test_rate_limit_defaults(env: dict[str, str], exposed: bool, rate: float) -> None:
+    assert Settings.from_env(env).rate_limit(exposed) == rate
+
+
+async def test_loopback_has_no_rate_limit_by_default(api: Api) -> None:
+    for _ in range(150):
+        response = await api.client.get("/api/scheduler/stats")
+    assert response.status_code == 200

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
+from core.api import create_app
+from core.config import Settings
+from core.errors import BadRequest
 from core.models import JobState
+from core.runtime import Runtime
+from core.scheduler import Scheduler
+from core.stores.cursor import MS_MAX, decode_cursor, encode_cursor
+from core.stores.sqlite import SqliteStore
 from tests.api.conftest import JOBS, URL, Api, MakeApi, assert_error, later
+from tests.fakes import FakeBackend
 
 SMALL_BODY = {"SCHEDULER_MAX_BODY_BYTES": "2048"}
 
@@ -271,3 +284,118 @@ async def test_bad_idempotency_key_is_400(api: Api, key: str) -> None:
         JOBS, json={"meetingUrl": URL}, headers={"Idempotency-Key": key}
     )
     assert "Idempotency-Key" in assert_error(response, 400, "validation_error")
+
+
+# -- inputs that used to reach a 500 ----------------------------------------------------------
+
+
+def nested(levels: int) -> str:
+    return "[" * levels + "]" * levels
+
+
+@pytest.mark.parametrize("moment", ["0001-01-01T00:00:30Z", "1999-12-31T23:59:59Z", "9999-12-31"])
+@pytest.mark.parametrize("field", ["joinAt", "deadline"])
+async def test_times_out_of_range_are_400(api: Api, field: str, moment: str) -> None:
+    response = await api.client.post(JOBS, json={"meetingUrl": URL, field: moment})
+    assert "between the years 2000 and 9000" in assert_error(response, 400, "validation_error")
+    assert response.json()["fields"] == [field]
+    assert sum((await api.store.counts()).values()) == 0
+
+
+@pytest.mark.parametrize(
+    ("created_ms", "job_id"),
+    [(10**22, "x"), (-(10**22), "x"), (2**63, "a" * 50), (10**100, "z")],
+)
+async def test_a_cursor_with_a_huge_time_is_a_page_not_a_500_on_sqlite(
+    tmp_path: Path, created_ms: int, job_id: str
+) -> None:
+    settings = Settings.from_env({"SCHEDULER_DATA_DIR": str(tmp_path)})
+    store = SqliteStore(tmp_path / "jobs.db")
+    await store.open()
+    try:
+        scheduler = Scheduler(store, FakeBackend(), settings)
+        app = create_app(settings, Runtime(settings, scheduler))
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            await client.post(JOBS, json={"meetingUrl": URL, "joinAt": later(hours=1)})
+            cursor = encode_cursor(created_ms, job_id)
+            response = await client.get(JOBS, params={"cursor": cursor})
+    finally:
+        await store.close()
+    assert response.status_code == 200, response.text
+    assert response.json()["nextCursor"] is None
+    assert len(response.json()["jobs"]) == (1 if created_ms > 0 else 0)
+
+
+@pytest.mark.parametrize(
+    "raw", [b"12:" + b"i" * 200, b"5:", b"5:a\x00b", b"9" * 800 + b":x"], ids=str
+)
+def test_cursors_are_bounded_before_any_store_sees_them(raw: bytes) -> None:
+    cursor = base64.urlsafe_b64encode(raw).decode()
+    with pytest.raises(BadRequest, match="cursor"):
+        decode_cursor(cursor)
+
+
+def test_a_cursor_time_is_clamped_to_what_every_store_indexes() -> None:
+    assert decode_cursor(encode_cursor(10**30, "job")) == (MS_MAX, "job")
+    assert decode_cursor(encode_cursor(-5, "job")) == (0, "job")
+    assert decode_cursor(encode_cursor(1_700_000_000_000, "job")) == (1_700_000_000_000, "job")
+
+
+@pytest.mark.parametrize("levels", [33, 63])
+async def test_a_config_nested_too_deeply_is_400(api: Api, levels: int) -> None:
+    body = f'{{"meetingUrl": "{URL}", "config": {{"a": {nested(levels - 1)}}}}}'
+    response = await api.client.post(JOBS, content=body)
+    assert "config: nested more than 32 levels" in assert_error(response, 400)
+    assert sum((await api.store.counts()).values()) == 0
+
+
+async def test_a_config_nested_32_levels_is_fine(api: Api) -> None:
+    body = f'{{"meetingUrl": "{URL}", "config": {{"a": {nested(31)}}}}}'
+    response = await api.client.post(JOBS, content=body)
+    assert response.status_code == 201, response.text
+
+
+@pytest.mark.parametrize("levels", [100, 500, 1500, 100_000])
+@pytest.mark.parametrize("path", [JOBS, f"{JOBS}/batch", "/api/scheduler/meetings"])
+async def test_bodies_nested_deeply_are_400(api: Api, path: str, levels: int) -> None:
+    body = f'{{"meetingUrl": "{URL}", "config": {{"a": {nested(levels)}}}}}'
+    response = await api.client.post(path, content=body)
+    assert "nests more than 64 levels" in assert_error(response, 400, "bad_request")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"joinAt": "0001-01-01T00:00:30Z"},
+        {"config": {"a": json.loads(nested(40))}},
+        {"botName": "nul\x00"},
+        {"deadline": "2001-01-01T00:00:00Z"},
+    ],
+    ids=["join-at-overflow", "deep-config", "nul", "past-deadline"],
+)
+async def test_a_bad_batch_item_creates_nothing_twice_and_is_no_500(
+    api: Api, bad: dict[str, Any]
+) -> None:
+    items = [
+        {"meetingUrl": URL, "dedupKey": "first"},
+        {"meetingUrl": URL, **bad},
+        {"meetingUrl": URL + "-3", "dedupKey": "third"},
+    ]
+    body = json.dumps({"jobs": items}).encode()
+    for attempt in range(2):  # a client that retries gets the same jobs, no duplicates
+        response = await api.client.post(f"{JOBS}/batch", content=body)
+        assert response.status_code == 207, response.text
+        reply = response.json()
+        assert [job["index"] for job in reply["jobs"]] == [0, 2]
+        assert [job["duplicate"] for job in reply["jobs"]] == [attempt == 1] * 2
+        assert [error["index"] for error in reply["errors"]] == [1]
+        assert reply["errors"][0]["error"] in ("validation_error", "bad_request")
+    assert sum((await api.store.counts()).values()) == 2
+
+
+async def test_a_batch_too_deep_as_a_whole_creates_nothing(api: Api) -> None:
+    items = [{"meetingUrl": URL}, {"meetingUrl": URL, "config": {"a": json.loads(nested(600))}}]
+    response = await api.client.post(f"{JOBS}/batch", json={"jobs": items})
+    assert "nests more than 64 levels" in assert_error(response, 400, "bad_request")
+    assert sum((await api.store.counts()).values()) == 0

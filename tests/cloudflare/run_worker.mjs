@@ -1,6 +1,10 @@
 // Runs the real Worker entry (handlers/cloudflare.py) in Pyodide under Node, offline.
 //
-// usage: node run_worker.mjs ROOT PYODIDE_HOME SCENARIO_JSON WHEEL...
+// usage: node run_worker.mjs BUILD PYODIDE_HOME SCENARIO_JSON WHEEL...
+//
+// BUILD is the Worker's module root as wrangler uploads it (infra/cloudflare/scheduler/build/,
+// made by scripts/build-cloudflare-worker.py): worker.py, core/ and handlers/. It is mounted as
+// the working directory, so only what the Worker would bundle can be imported.
 //
 // What is real: Pyodide (the interpreter Cloudflare's Python Workers use), the workers SDK
 // (`workers` and its `asgi` bridge, from PyPI's workers-runtime-sdk), starlette, pydantic and
@@ -16,10 +20,9 @@
 // answered with. One JSON line per step goes to stdout.
 
 import { createRequire } from "node:module";
-import { readFileSync } from "node:fs";
 import path from "node:path";
 
-const [root, home, scenarioJson, ...wheels] = process.argv.slice(2);
+const [build, home, scenarioJson, ...wheels] = process.argv.slice(2);
 const require = createRequire(path.join(home, "package.json"));
 const { loadPyodide } = await import(path.join(home, "node_modules/pyodide/pyodide.mjs"));
 const initSqlJs = require("sql.js");
@@ -174,11 +177,8 @@ pyodide.registerJsModule("_pyodide_entrypoint_helper", {
   patch_env_helper: () => {},
 });
 await pyodide.loadPackage(wheels, { messageCallback: () => {} });
-for (const dir of ["core", "handlers"]) {
-  pyodide.FS.mkdirTree(`/app/${dir}`);
-  pyodide.FS.mount(pyodide.FS.filesystems.NODEFS, { root: path.join(root, dir) }, `/app/${dir}`);
-}
-pyodide.FS.writeFile("/app/worker.py", readFileSync(path.join(root, "worker.py")));
+pyodide.FS.mkdirTree("/app");
+pyodide.FS.mount(pyodide.FS.filesystems.NODEFS, { root: path.resolve(build) }, "/app");
 pyodide.runPython("import sys; sys.path.insert(0, '/app'); sys.dont_write_bytecode = True");
 const started = Date.now();
 const { Default } = pyodide.pyimport("worker"); // the module wrangler.toml names as `main`

@@ -1,7 +1,8 @@
-"""The Worker entry's CPython-testable parts: settings from bindings, wrangler.toml."""
+"""The Worker entry's CPython-testable parts: settings from bindings, the wrangler configs."""
 
 from __future__ import annotations
 
+import re
 import tomllib
 from types import SimpleNamespace
 
@@ -9,7 +10,8 @@ import pytest
 
 from core.errors import ConfigError
 from handlers import cloudflare
-from tests.pyodide_env import ROOT
+from tests import pyodide_env
+from tests.cloudflare.toolchain import ROOT, SCHEDULER
 
 
 def test_settings_come_from_string_bindings_with_cloudflare_defaults() -> None:
@@ -35,8 +37,9 @@ async def test_missing_binding_is_named() -> None:
 
 
 def test_wrangler_toml_names_the_entry_bindings_and_cron() -> None:
-    config = tomllib.loads((ROOT / "wrangler.toml").read_text())
-    assert config["main"] == "worker.py"
+    config = tomllib.loads((SCHEDULER / "wrangler.toml").read_text())
+    assert config["main"] == "build/worker.py"
+    assert "rules" not in config  # wrangler adds the Python module rule for a .py `main`
     assert "python_workers" in config["compatibility_flags"]
     assert config["triggers"]["crons"]
     assert [db["binding"] for db in config["d1_databases"]] == [cloudflare.D1_BINDING]
@@ -45,3 +48,12 @@ def test_wrangler_toml_names_the_entry_bindings_and_cron() -> None:
     container = tomllib.loads((ROOT / "infra/cloudflare/wrangler.toml").read_text())
     assert container["name"] == bots["script_name"]
     assert container["containers"][0]["class_name"] == bots["class_name"]
+
+
+def test_the_worker_project_lists_what_the_pyodide_test_runs_it_on() -> None:
+    worker = tomllib.loads((SCHEDULER / "pyproject.toml").read_text())["project"]["dependencies"]
+    scheduler = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {re.split(r"[<>=!~ \[]", requirement)[0] for requirement in worker}
+    assert names == {"starlette", "pydantic"}
+    assert set(worker) <= set(scheduler)  # the same floors as the scheduler's own
+    assert names <= set(pyodide_env.PURE)  # tests/cloudflare/test_worker_pyodide.py runs on them

@@ -1,8 +1,10 @@
 """The Worker entry, run for real in Pyodide (the interpreter of Cloudflare's Python Workers).
 
 tests/cloudflare/run_worker.mjs loads Pyodide under Node, installs the wheels (starlette, pydantic,
-pydantic-core's wasm build, the workers SDK) and our core/ and handlers/, instantiates
-`handlers.cloudflare.Default` as workerd would, and drives it: HTTP requests through the SDK's
+pydantic-core's wasm build, the workers SDK) and mounts the Worker's build/ folder (what wrangler
+uploads: worker.py and copies of core/ and handlers/, made by scripts/build-cloudflare-worker.py),
+imports `worker` (`main` in infra/cloudflare/scheduler/wrangler.toml), instantiates its `Default`
+as workerd would, and drives it: HTTP requests through the SDK's
 ASGI bridge and cron `scheduled` events, with a D1 binding over sql.js and a Durable Object
 namespace that plays the bot container protocol. One scenario runs in one Node process (Pyodide
 takes a few seconds to start); each test reads its part of the transcript.
@@ -21,7 +23,8 @@ from typing import Any
 import pytest
 
 from tests.ci import unavailable
-from tests.pyodide_env import ROOT, PyodideUnavailable, ensure
+from tests.cloudflare.toolchain import build_worker
+from tests.pyodide_env import PyodideUnavailable, ensure
 
 RUNNER = Path(__file__).with_name("run_worker.mjs")
 KEY = "test-key-123"
@@ -77,7 +80,7 @@ def transcript() -> list[dict[str, Any]]:
         env = ensure()
     except PyodideUnavailable as exc:
         unavailable(exc)
-    command = [env.node, str(RUNNER), str(ROOT), str(env.home), json.dumps(SCENARIO),
+    command = [env.node, str(RUNNER), str(build_worker()), str(env.home), json.dumps(SCENARIO),
                *map(str, env.wheels)]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=240, check=False)
     assert done.returncode == 0, done.stderr[-4000:]

@@ -59,13 +59,13 @@ def test_the_requirements_are_the_dependencies_the_extras_and_the_framework(
         line for line in gen.render(pyproject).splitlines() if line and not line.startswith("#")
     ]
     assert lines == [
-        "starlette>=0.40",
-        "pydantic>=2.7",  # the first mention of a project wins
-        "google-cloud-firestore>=2.16",
-        "google_cloud_run>=0.10",
-        "azure-functions>=1.21",
-        "azure-data-tables>=12.5",
-        gen.FRAMEWORK,  # every function needs it: added when no extra lists it
+        "starlette>=0.40,<2",
+        "pydantic>=2.7,<3",  # the first mention of a project wins
+        "google-cloud-firestore>=2.16,<3",
+        "google_cloud_run>=0.10,<1",
+        "azure-functions>=1.21,<2",
+        "azure-data-tables>=12.5,<13",
+        gen.FRAMEWORK + ",<4",  # every function needs it: added when no extra lists it
     ]
 
 
@@ -75,6 +75,48 @@ def test_an_extra_that_lists_the_framework_keeps_its_own_pin(tmp_path: Path) -> 
     text = gen.render(pyproject)
     assert "Functions_Framework==3.10.2" in text.splitlines()
     assert gen.FRAMEWORK not in text
+
+
+@pytest.mark.parametrize(
+    ("requirement", "bounded"),
+    [
+        ("starlette>=0.40", "starlette>=0.40,<2"),
+        ("starlette", "starlette<2"),
+        ("starlette>=0.40,<1.5", "starlette>=0.40,<1.5"),  # its own bound is kept
+        ("pydantic==2.7.1", "pydantic==2.7.1"),
+        ("httpx>=0.27 ; python_version<'4'", "httpx>=0.27,<1 ; python_version<'4'"),
+    ],
+)
+def test_every_requirement_gets_an_upper_bound(requirement: str, bounded: str) -> None:
+    assert gen.bounded(requirement) == bounded
+
+
+def test_a_dependency_without_a_ceiling_fails_and_writes_nothing(tmp_path: Path) -> None:
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text(PYPROJECT.replace('"pydantic>=2.7"', '"pydantic>=2.7", "left-pad>=1"'))
+    output = tmp_path / "requirements.txt"
+    assert gen.main(["--pyproject", str(pyproject), "--output", str(output)]) == 2
+    assert not output.exists()
+
+
+def test_the_tested_versions_are_within_the_bounds() -> None:
+    """The ceilings are above what the tests run on: each requirement accepts the installed
+    version."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from packaging.requirements import Requirement
+
+    lines = (ROOT / "requirements.txt").read_text().splitlines()
+    outside = []
+    for line in (line for line in lines if line and not line.startswith("#")):
+        requirement = Requirement(line)
+        try:
+            installed = version(requirement.name)
+        except PackageNotFoundError:
+            continue
+        if not requirement.specifier.contains(installed, prereleases=True):
+            outside.append(f"{requirement.name} {installed} is outside {requirement.specifier}")
+    assert outside == []
 
 
 def test_a_missing_gcp_extra_fails_and_writes_nothing(tmp_path: Path) -> None:

@@ -49,10 +49,13 @@ def test_the_role_grants_exactly_the_backends_rbac() -> None:
 
 def test_the_manifests_fit_together() -> None:
     docs = manifests()
-    assert set(docs) == {"Namespace", "ServiceAccount", "Role", "RoleBinding"}
+    rbac = {"Namespace", "ServiceAccount", "Role", "RoleBinding"}
+    assert set(docs) == rbac | {"PersistentVolumeClaim", "Deployment", "Service"}
     namespace = docs["Namespace"]["metadata"]["name"]
-    for kind in ("ServiceAccount", "Role", "RoleBinding"):
+    for kind in set(docs) - {"Namespace"}:
         assert docs[kind]["metadata"]["namespace"] == namespace
+    pod = docs["Deployment"]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == docs["ServiceAccount"]["metadata"]["name"]
     binding = docs["RoleBinding"]
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",

@@ -1,0 +1,285 @@
+"""The operations of the OpenAPI document: each with a summary, its parameters and every
+response it can give (the schemas are in core/openapi.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core.models import EXAMPLE_ID, JobState
+
+JOBS = "/api/scheduler/jobs"
+JOB = JOBS + "/{jobId}"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: str, description: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": _ref(schema)}},
+        **extra,
+    }
+
+
+def _error(description: str, **headers: Any) -> dict[str, Any]:
+    return _json("Error", description, **({"headers": headers} if headers else {}))
+
+
+ERRORS = {
+    "400": _error("Bad input: the message names the field."),
+    "401": _error(
+        "No API key, or an unknown one.",
+        **{"WWW-Authenticate": {"description": "`Bearer`.", "schema": {"type": "string"}}},
+    ),
+    "404": _error("No such job (another tenant's job is a 404 too)."),
+    "408": _error("The request body did not arrive in time."),
+    "409": _error("The job is already finished, or changed meanwhile; try again."),
+    "413": _error("The request body is larger than SCHEDULER_MAX_BODY_BYTES."),
+    "429": _error(
+        "Too many requests for this API key.",
+        **{"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}},
+    ),
+}
+BODY_ERRORS = ("400", "408", "413")
+
+
+def _op(
+    summary: str,
+    description: str,
+    tag: str,
+    responses: dict[str, Any],
+    errors: tuple[str, ...] = (),
+    **extra: Any,
+) -> dict[str, Any]:
+    """An operation behind an API key: 401 and 429 can always happen."""
+    codes = sorted({*errors, "401", "429"})
+    return {
+        "tags": [tag],
+        "summary": summary,
+        "description": description,
+        "responses": {**responses, **{code: ERRORS[code] for code in codes}},
+        **extra,
+    }
+
+
+def _param(where: str, name: str, description: str, example: Any, **schema: Any) -> Any:
+    return {
+        "name": name,
+        "in": where,
+        "required": where == "path",
+        "description": description,
+        "example": example,
+        "schema": schema,
+    }
+
+
+# a cursor as the API makes them (core.stores.cursor: not imported here, stores load lazily)
+EXAMPLE_CURSOR = "MTg5MzQ5MTk0MDAwMDo4ZjBjMmIxZS01ZDNhLTRjN2UtOWE2MS0yZjRiOGQwZTdjMzU"
+JOB_ID = _param("path", "jobId", "The job's id.", EXAMPLE_ID, type="string", minLength=1)
+IDEMPOTENCY_KEY = _param(
+    "header",
+    "Idempotency-Key",
+    "A retried POST with the same key returns the job the first one made (200).",
+    "submit-2030-01-01-standup",
+    type="string",
+    minLength=1,
+    maxLength=200,
+)
+LISTING = [
+    _param(
+        "query",
+        "status",
+        "Only jobs in this state.",
+        "queued",
+        type="string",
+        enum=[state.value for state in JobState],
+    ),
+    _param(
+        "query", "limit", "Jobs per page.", 50, type="integer", minimum=1, maximum=200, default=50
+    ),
+    _param(
+        "query",
+        "cursor",
+        "The `nextCursor` of the page before (opaque: only one the API gave is valid).",
+        EXAMPLE_CURSOR,
+        type="string",
+    ),
+]
+TAIL = _param(
+    "query", "tail", "How many lines, from the end.", 200, type="integer", minimum=1, maximum=10_000
+)
+
+
+def _body(schema: str, example: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "required": True,
+        "content": {"application/json": {"schema": _ref(schema), "example": example}},
+    }
+
+
+JOB_EXAMPLE = {"meetingUrl": "https://meet.google.com/abc-defg-hij", "botName": "Recording Bot"}
+MEETING_EXAMPLE = {
+    "meeting_url": "https://meet.google.com/abc-defg-hij",
+    "bot_name": "Recording Bot",
+    "recording_mode": "speaker_view",
+    "automatic_leave": {"waiting_room_timeout": 600, "noone_joined_timeout": 600},
+}
+
+
+def job_paths() -> dict[str, Any]:
+    job = _json("JobResponse", "The job.")
+    return {
+        JOBS: {
+            "post": _op(
+                "Submit a job",
+                "Queues a recording job; it starts at once when capacity is free and its "
+                "`joinAt` is near. A repeated `dedupKey` or Idempotency-Key returns the job "
+                "that holds it, with 200 and `duplicate: true`.",
+                "Jobs",
+                {"201": _json("JobResponse", "Queued."), "200": job},
+                BODY_ERRORS,
+                operationId="submitJob",
+                parameters=[IDEMPOTENCY_KEY],
+                requestBody=_body("JobSpec", JOB_EXAMPLE),
+            ),
+            "get": _op(
+                "List the caller's jobs",
+                "Newest first, a page at a time: pass `nextCursor` back as `cursor`.",
+                "Jobs",
+                {"200": _json("JobList", "A page of jobs.")},
+                ("400",),
+                operationId="listJobs",
+                parameters=LISTING,
+            ),
+        },
+        JOBS + "/batch": {
+            "post": _op(
+                "Submit many jobs",
+                "Each item is submitted on its own: 201 when all were, 207 when some were "
+                "(the others are in `errors`), 400 when none was.",
+                "Jobs",
+                {
+                    "201": _json("BatchResponse", "All submitted."),
+                    "207": _json("BatchResponse", "Some submitted; see `errors`."),
+                },
+                BODY_ERRORS,
+                operationId="submitBatch",
+                requestBody=_body("BatchRequest", {"jobs": [JOB_EXAMPLE]}),
+            )
+        },
+    }
+
+
+def job_item_paths() -> dict[str, Any]:
+    job = _json("JobResponse", "The job.")
+    return {
+        JOB: {
+            "get": _op(
+                "Get a job",
+                "The job and its state.",
+                "Jobs",
+                {"200": job},
+                ("404",),
+                operationId="getJob",
+                parameters=[JOB_ID],
+            ),
+            "delete": _op(
+                "Cancel a job",
+                "A queued job is cancelled at once; a started one goes to `stopping` until "
+                "the backend confirms its bot gone. 409 when it is already finished.",
+                "Jobs",
+                {"200": job},
+                ("404", "409"),
+                operationId="cancelJob",
+                parameters=[JOB_ID],
+            ),
+        },
+        JOB + "/logs": {
+            "get": _op(
+                "Get a job's logs",
+                "What the bot printed; 404 before its run started.",
+                "Jobs",
+                {"200": _json("Logs", "The last lines.")},
+                ("400", "404"),
+                operationId="getJobLogs",
+                parameters=[JOB_ID, TAIL],
+            )
+        },
+    }
+
+
+def stats_and_meeting_paths() -> dict[str, Any]:
+    meeting = _json("MeetingResponse", "The job, and the config its bot gets.")
+    return {
+        "/api/scheduler/stats": {
+            "get": _op(
+                "Queue and run counts",
+                "The caller's jobs by state, and the caps.",
+                "Jobs",
+                {"200": _json("StatsResponse", "The counts (also under `stats`).")},
+                operationId="getStats",
+            )
+        },
+        "/api/scheduler/meetings": {
+            "post": _op(
+                "Submit a meeting with the bot's own config",
+                "The original's snake_case body. The bot's config is filled with the defaults "
+                "the meet-teams bot needs, the fields given over them and `config` over all. "
+                "`bot_uuid` is the job's id (409 when in use).",
+                "Meetings",
+                {"201": _json("MeetingResponse", "Queued."), "200": meeting},
+                (*BODY_ERRORS, "409"),
+                operationId="submitMeeting",
+                parameters=[IDEMPOTENCY_KEY],
+                requestBody=_body("MeetingRequest", MEETING_EXAMPLE),
+            )
+        },
+    }
+
+
+def service_paths() -> dict[str, Any]:
+    return {
+        "/health": {
+            "get": {
+                "tags": ["Service"],
+                "summary": "Health",
+                "description": "Whether the server can read its store, and its active jobs.",
+                "operationId": "health",
+                "security": [],
+                "responses": {
+                    "200": _json("Health", "Healthy."),
+                    "503": _json("Health", "The store cannot be read."),
+                },
+            }
+        },
+        "/": {
+            "get": {
+                "tags": ["Service"],
+                "summary": "API info",
+                "description": "The API's name, version and operations.",
+                "operationId": "info",
+                "security": [],
+                "responses": {"200": _json("Info", "The API.")},
+            }
+        },
+        "/metrics": {
+            "get": _op(
+                "Prometheus metrics",
+                "Jobs by state and transitions since start, in Prometheus' text format.",
+                "Service",
+                {
+                    "200": {
+                        "description": "The metrics.",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+                operationId="metrics",
+            )
+        },
+    }
+
+
+def paths() -> dict[str, Any]:
+    return {**job_paths(), **job_item_paths(), **stats_and_meeting_paths(), **service_paths()}

@@ -1,0 +1,41 @@
+"""What `botsched serve` and `botsched drain` check before they start, and how they name the
+store they work on: a wrong PLATFORM or store is one clear line, never a traceback."""
+
+from __future__ import annotations
+
+import asyncio
+
+from core.config import Settings
+from core.errors import ConfigError
+from core.runtime import BACKENDS, STORES, build_backend
+
+
+def check_runtime(settings: Settings, *, existing_store: bool = False) -> None:
+    """Raise ConfigError when the store or the backend cannot be built from the settings;
+    with `existing_store`, also when a SQLite store's file does not exist yet."""
+    for variable, name, table in (
+        ("SCHEDULER_STORE", settings.store, STORES),
+        ("PLATFORM", settings.platform, BACKENDS),
+    ):
+        if name not in table:
+            known = ", ".join(sorted(table))
+            raise ConfigError(f"{variable}={name!r} is not available; choose one of: {known}")
+    if existing_store and settings.store == "sqlite" and not settings.database_path.is_file():
+        raise ConfigError(
+            f"the SQLite store {settings.database_path} does not exist: `botsched serve` "
+            "creates it; to drain a server's store, run from its directory or set "
+            "SCHEDULER_DATA_DIR (or SCHEDULER_SQLITE_PATH) as the server has them"
+        )
+    backend = build_backend(settings)  # a missing setting or package is a ConfigError here
+    asyncio.run(backend.close())
+
+
+def store_description(settings: Settings) -> str:
+    """`sqlite store data/scheduler.db`, `memory store (empty at start, lost on exit)`, ..."""
+    where = {
+        "sqlite": str(settings.database_path),
+        "memory": "(empty at start, lost on exit)",
+        "azure_table": f"table {settings.azure_table_name}",
+        "firestore": f"{settings.firestore_database}/{settings.firestore_collection}",
+    }.get(settings.store, "")
+    return f"{settings.store} store {where}".rstrip()
