@@ -8,13 +8,14 @@
 # the machine's own browser profiles are never touched.
 set -euo pipefail
 
+APT_NAME=browser-test-env
+# shellcheck source=scripts/apt-lib.sh
+source "$(dirname "$0")/apt-lib.sh"
+
 PACKAGES=(chromium chromium-driver)
 
-say() { echo "browser-test-env: $*"; }
-die() {
-    echo "browser-test-env: error: $*" >&2
-    exit 1
-}
+say() { apt_say "$*"; }
+die() { apt_die "$*"; }
 
 missing() {
     command -v chromium >/dev/null 2>&1 || echo chromium
@@ -30,23 +31,7 @@ install() {
         return 0
     fi
     say "missing: $todo"
-    command -v apt-get >/dev/null 2>&1 \
-        || die "apt-get not found; install ${PACKAGES[*]} (or the equivalents) by hand"
-    local sudo=()
-    if [ "$(id -u)" -ne 0 ]; then
-        command -v sudo >/dev/null 2>&1 \
-            || die "not root and sudo not found; as root run: apt-get install -y ${PACKAGES[*]}"
-        sudo=(sudo)
-    fi
-    local log
-    log="$(mktemp)"
-    say "apt-get update ..."
-    "${sudo[@]}" apt-get update -qq >"$log" 2>&1 || { cat "$log" >&2; die "apt-get update failed"; }
-    say "apt-get install ${PACKAGES[*]} ..."
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-        --no-install-recommends "${PACKAGES[@]}" >"$log" 2>&1 \
-        || { cat "$log" >&2; die "apt-get install failed"; }
-    rm -f "$log"
+    apt_install --no-install-recommends "${PACKAGES[@]}"
     todo="$(missing | tr '\n' ' ')"
     todo="${todo% }"
     [ -z "$todo" ] || die "still missing after apt-get install: $todo"

@@ -9,13 +9,14 @@
 # test session, so the machine's own podman configuration is never touched.
 set -euo pipefail
 
+APT_NAME=podman-test-env
+# shellcheck source=scripts/apt-lib.sh
+source "$(dirname "$0")/apt-lib.sh"
+
 PACKAGES=(podman runc busybox-static)
 
-say() { echo "podman-test-env: $*"; }
-die() {
-    echo "podman-test-env: error: $*" >&2
-    exit 1
-}
+say() { apt_say "$*"; }
+die() { apt_die "$*"; }
 
 have_runc() {
     # podman finds runc in /usr/sbin even when that is not on a non-root user's PATH.
@@ -48,19 +49,8 @@ install() {
         return 0
     fi
     say "missing: $todo"
-    command -v apt-get >/dev/null 2>&1 \
-        || die "apt-get not found; install ${PACKAGES[*]} (or the equivalents) by hand"
-    local sudo=()
-    if [ "$(id -u)" -ne 0 ]; then
-        command -v sudo >/dev/null 2>&1 \
-            || die "not root and sudo not found; as root run: apt-get install -y ${PACKAGES[*]}"
-        sudo=(sudo)
-    fi
-    say "apt-get update ..."
-    "${sudo[@]}" apt-get update -qq
-    say "apt-get install ${PACKAGES[*]} ..."
     # With recommends: what a plain `apt-get install podman` gives, as verified on Debian 12.
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${PACKAGES[@]}"
+    apt_install "${PACKAGES[@]}"
     todo="$(missing | tr '\n' ' ')"
     todo="${todo% }"
     [ -z "$todo" ] || die "still missing after apt-get install: $todo"
