@@ -9,6 +9,7 @@ would run a different job than the client asked for.
 from __future__ import annotations
 
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 from core.config import Settings
@@ -38,14 +39,24 @@ def parse_batch(
             spec, warnings = parse_job(item, settings, now)
         except SchedulerError as exc:
             errors.append({"index": index, "error": exc.code, "message": exc.message})
+            url = item.get("meetingUrl") if isinstance(item, dict) else None
+            if isinstance(url, str):
+                errors[-1]["meetingUrl"] = url
             continue
         valid.append((index, spec, warnings))
     return valid, errors
 
 
+@cache
+def _fields_by_norm() -> dict[str, str]:
+    return {normalised(name): name for name in JobSpec.model_fields}
+
+
 def _unknown_fields(data: dict[str, Any]) -> list[str]:
     known = JobSpec.model_fields
-    by_norm = {normalised(name): name for name in known}
+    if all(key in known for key in data):
+        return []
+    by_norm = _fields_by_norm()
     warnings, misses = [], []
     for key in data:
         if key in known:

@@ -103,6 +103,11 @@ def batch_schemas(max_batch: int) -> dict[str, Any]:
             index=BATCH_ITEM["index"],
             error=prop("string", "The error code.", "validation_error"),
             message=prop("string", "What is wrong, naming the field.", "meetingUrl: …"),
+            meetingUrl=prop(
+                "string",
+                "The item's meetingUrl, when it had one (as the original reported errors).",
+                "https://meet.google.com/abc-defg-hij",
+            ),
         ),
         "BatchResponse": obj(
             ["success", "submitted", "failed", "count", "jobs", "errors"],

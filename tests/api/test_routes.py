@@ -6,9 +6,9 @@ import re
 from datetime import datetime
 from typing import Any
 
-from core.api import Routes
 from core.config import Settings
 from core.models import JobState
+from core.routes import Routes
 from tests.api.conftest import JOBS, URL, Api, MakeApi, later
 
 PUBLIC_FIELDS = {"id", "status", "meetingUrl", "botName", "priority", "createdAt"}
@@ -106,6 +106,9 @@ async def test_batch_mixed_is_207_with_per_item_errors(api: Api) -> None:
     assert "meetingUrl" in errors[1]["message"]
     assert "meetingUrl" in errors[2]["message"]
     assert "priority" in errors[3]["message"]
+    # each error names its item's meetingUrl where it had one, as the original's errors did
+    assert (errors[1]["meetingUrl"], errors[3]["meetingUrl"]) == ("ftp://x", URL)
+    assert "meetingUrl" not in errors[2] and "meetingUrl" not in errors[4]
     assert (await api.store.counts())[JobState.QUEUED] + len(await api.store.active()) == 2
 
 
