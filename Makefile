@@ -62,8 +62,11 @@ format: setup
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: setup
-	$(BIN)/python bench/run.py
+# the table of README's "Performance": installs wrk (Debian's) when missing; Azurite and the
+# Firestore emulator as `make test` has them
+bench: setup azurite
+	bash scripts/bench-env.sh install
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 # the big stress run per store (bench/stress.py --help); e.g. make stress STRESS_ARGS='--store sqlite'
 stress: setup

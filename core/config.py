@@ -10,7 +10,7 @@ import hashlib
 import hmac
 import ipaddress
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,6 +28,7 @@ _VARIABLES: dict[str, tuple[str, tuple[str, ...]]] = {
     "SCHEDULER_STORE": ("store", ()),
     "SCHEDULER_DATA_DIR": ("data_dir", ()),
     "SCHEDULER_SQLITE_PATH": ("sqlite_path", ()),
+    "SCHEDULER_SQLITE_SYNCHRONOUS": ("sqlite_synchronous", ()),
     "SCHEDULER_MAX_CONCURRENT_JOBS": ("max_concurrent_jobs", ("MAX_JOBS",)),
     "SCHEDULER_MAX_CONCURRENT_PER_TENANT": ("max_concurrent_per_tenant", ()),
     "SCHEDULER_POLLING_INTERVAL": ("polling_interval_ms", ()),
@@ -45,6 +46,7 @@ _VARIABLES: dict[str, tuple[str, tuple[str, ...]]] = {
     "SCHEDULER_MAX_BODY_BYTES": ("max_body_bytes", ()),
     "SCHEDULER_MAX_BATCH_SIZE": ("max_batch_size", ()),
     "SCHEDULER_BODY_TIMEOUT_SECONDS": ("body_timeout_seconds", ()),
+    "SCHEDULER_ACCESS_LOG": ("access_log", ()),
     "SCHEDULER_API_KEYS": ("api_keys", ()),
     "SCHEDULER_ADMIN_KEYS": ("admin_keys", ()),
     "SCHEDULER_AUTH_DISABLED": ("auth_disabled", ()),
@@ -93,6 +95,9 @@ class Settings(BaseModel):
     store: str = "sqlite"
     data_dir: Path = Path("data")
     sqlite_path: Path | None = None
+    # `normal`: a commit survives the process being killed, not always a power cut; `full`:
+    # every commit is synced to disk (core/stores/sqlite_connections.py)
+    sqlite_synchronous: Literal["normal", "full"] = "normal"
     max_concurrent_jobs: int = Field(default=10, ge=1)
     max_concurrent_per_tenant: int = Field(default=0, ge=0)
     polling_interval_ms: int = Field(default=5000, ge=50)
@@ -112,6 +117,7 @@ class Settings(BaseModel):
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     max_batch_size: int = Field(default=100, ge=1)
     body_timeout_seconds: float = Field(default=30.0, gt=0)
+    access_log: bool = False  # the local server logs one line per request
     api_keys: dict[str, str] = Field(default_factory=dict, repr=False)
     admin_keys: frozenset[str] = Field(default_factory=frozenset, repr=False)  # hashes
     auth_disabled: bool = False
@@ -145,6 +151,11 @@ class Settings(BaseModel):
     k8s_namespace: str | None = None
     k8s_ttl_seconds_after_finished: int = Field(default=3600, ge=0)
     k8s_service_account: str | None = None
+
+    @field_validator("sqlite_synchronous", mode="before")
+    @classmethod
+    def _lowercase(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
 
     @field_validator("default_cpu")
     @classmethod
@@ -199,11 +210,18 @@ class Settings(BaseModel):
 
     def tenant_for(self, api_key: str) -> str | None:
         """The tenant an API key belongs to, compared in constant time over the stored hashes."""
-        return tenant_for_key(self.api_keys, api_key)
+        return self.tenant_for_digest(hash_key(api_key))
+
+    def tenant_for_digest(self, digest: str) -> str | None:
+        """`tenant_for`, given the key's hash_key()."""
+        return _find(self.api_keys.items(), digest)
 
     def is_admin(self, api_key: str) -> bool:
         """Whether the key is one of SCHEDULER_ADMIN_KEYS (constant time over the hashes)."""
-        return tenant_for_key(dict.fromkeys(self.admin_keys, "admin"), api_key) is not None
+        return self.is_admin_digest(hash_key(api_key))
+
+    def is_admin_digest(self, digest: str) -> bool:
+        return _find(((stored, "admin") for stored in self.admin_keys), digest) is not None
 
     def rate_limit(self, exposed: bool) -> float:
         """Requests per second per key; 0 is no limit."""
@@ -262,12 +280,12 @@ def _allowed_hosts(raw: str) -> tuple[str, ...]:
         raise ConfigError(f"SCHEDULER_ALLOWED_MEETING_HOSTS: {exc}") from None
 
 
-def tenant_for_key(keys: Mapping[str, str], api_key: str) -> str | None:
-    digest = hash_key(api_key)
+def _find(stored: Iterable[tuple[str, str]], digest: str) -> str | None:
+    """The value stored with `digest`, every stored hash compared (in constant time)."""
     found: str | None = None
-    for stored, tenant in keys.items():
-        if hmac.compare_digest(stored, digest):
-            found = tenant
+    for stored_digest, value in stored:
+        if hmac.compare_digest(stored_digest, digest):
+            found = value
     return found
 
 

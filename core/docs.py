@@ -1,7 +1,8 @@
 """The docs page: Swagger UI served from the `swagger-ui-bundle-v2` package (its JS and CSS come
 from this app under /docs/assets/, never from a CDN), with the operations also listed in plain
 HTML for a browser without JavaScript, and that list alone where the package is not installed
-(the Cloudflare Worker ships without it). The package is imported on the first request only."""
+(the Cloudflare Worker ships without it). The package, and the OpenAPI document's module, are
+imported on the first request for them only."""
 
 from __future__ import annotations
 
@@ -14,8 +15,6 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
-
-from core.openapi import openapi_document
 
 ASSETS = {
     "swagger-ui.css": "text/css; charset=utf-8",
@@ -75,6 +74,14 @@ def asset(name: str) -> tuple[bytes, str] | None:
     if root is None or name not in ASSETS:
         return None
     return (root / name).read_bytes(), ASSETS[name]
+
+
+def openapi_document(max_batch: int | None = None) -> dict[str, Any]:
+    """core.openapi's document, that module imported on first use."""
+    from core.openapi import DEFAULT_MAX_BATCH
+    from core.openapi import openapi_document as build
+
+    return build(DEFAULT_MAX_BATCH if max_batch is None else max_batch)
 
 
 @cache

@@ -9,11 +9,12 @@ from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
+from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
 
-from core.config import DEFAULT_TENANT, Settings
+from core.config import DEFAULT_TENANT, Settings, hash_key
 from core.errors import (
     BadRequest,
     PayloadTooLarge,
@@ -27,6 +28,27 @@ from core.limits import MAX_BODY_DEPTH, depth_of
 log = logging.getLogger("botsched.api")
 
 M = TypeVar("M", bound=BaseModel)
+DIGEST_SCOPE_KEY = "botsched.key_digest"
+
+
+class JSONText(str):
+    """JSON already written (a job, by pydantic's serializer): `json_response` embeds it as is."""
+
+
+_dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+
+
+def json_response(
+    content: dict[str, Any], status_code: int = 200, background: BackgroundTask | None = None
+) -> Response:
+    """What JSONResponse(content) answers, with JSONText values embedded as they are. The keys
+    are the API's own field names: plain ASCII, written as they are."""
+    members = [
+        f'"{key}":{value if isinstance(value, JSONText) else _dumps(value)}'
+        for key, value in content.items()
+    ]
+    text = "{" + ",".join(members) + "}"
+    return Response(text, status_code, media_type="application/json", background=background)
 
 
 def error_response(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
@@ -72,7 +94,7 @@ async def read_json(request: Request, limit: int, within: float = 30.0) -> Any:
             body = await _receive(request, limit)
     except TimeoutError:
         raise RequestTimeout(f"the request body did not arrive within {within:g} s") from None
-    if not body.strip():
+    if not body or body.isspace():
         raise BadRequest("request body is empty; send a JSON object")
     too_deep = f"request body nests more than {MAX_BODY_DEPTH} levels deep"
     try:
@@ -81,18 +103,25 @@ async def read_json(request: Request, limit: int, within: float = 30.0) -> Any:
         raise BadRequest(too_deep) from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"request body is not valid JSON: {exc}") from None
-    if depth_of(data, MAX_BODY_DEPTH) > MAX_BODY_DEPTH:
+    # each level opens with a bracket: a body with few of them cannot nest deeply
+    brackets = body.count(b"[") + body.count(b"{")
+    if brackets > MAX_BODY_DEPTH and depth_of(data, MAX_BODY_DEPTH) > MAX_BODY_DEPTH:
         raise BadRequest(too_deep)
     return data
 
 
 async def _receive(request: Request, limit: int) -> bytearray:
+    """The body's messages, as `request.stream()` reads them, one layer fewer."""
     body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        body.extend(message.get("body", b""))
         if len(body) > limit:
             raise PayloadTooLarge(f"request body is larger than {limit} bytes")
-    return body
+        if not message.get("more_body", False):
+            return body
 
 
 def parse_model(model: type[M], data: Any, context: Mapping[str, Any] | None = None) -> M:
@@ -149,14 +178,25 @@ def api_key_of(request: Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
+def key_digest(request: Request) -> str | None:
+    """The hash_key() of the request's API key (None without one), computed once a request:
+    the rate limiter and the route share it through the scope."""
+    scope = request.scope
+    if DIGEST_SCOPE_KEY not in scope:
+        key = api_key_of(request)
+        scope[DIGEST_SCOPE_KEY] = hash_key(key) if key is not None else None
+    digest: str | None = scope[DIGEST_SCOPE_KEY]
+    return digest
+
+
 def tenant_of(request: Request, settings: Settings) -> str:
     """The caller's tenant, from its API key (X-API-Key or Authorization: Bearer)."""
     if not settings.auth_enabled:
         return DEFAULT_TENANT
-    key = api_key_of(request)
-    if key is None:
+    digest = key_digest(request)
+    if digest is None:
         raise Unauthorized("missing API key: send it as X-API-Key or Authorization: Bearer")
-    tenant = settings.tenant_for(key)
+    tenant = settings.tenant_for_digest(digest)
     if tenant is None:
         raise Unauthorized("invalid API key")
     return tenant
@@ -167,8 +207,8 @@ def metrics_scope(request: Request, settings: Settings) -> str | None:
     (SCHEDULER_ADMIN_KEYS); the caller's own tenant to any other valid key."""
     if not settings.auth_enabled:
         return None
-    key = api_key_of(request)
-    if key is not None and settings.is_admin(key):
+    digest = key_digest(request)
+    if digest is not None and settings.is_admin_digest(digest):
         return None
     return tenant_of(request, settings)
 

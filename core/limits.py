@@ -1,7 +1,7 @@
 """What a new job may hold so that its bot can start: checks on the values a submit accepts.
 
-JobSpec runs `check_raw` and `check_field` on each field of a new job (never on a stored one).
-Each check raises ValueError with a message for the client; pydantic names the field. The
+JobSpec's validators run these on the fields of a new job (never on a stored one). Each check
+raises ValueError with a message for the client; pydantic names the field. The
 validation context may carry `meeting_policy` (a MeetingPolicy from the settings) and `now` (the
 API's clock: a deadline must be after it); without them the default policy applies and the
 deadline is not compared with the clock.
@@ -10,12 +10,11 @@ deadline is not compared with the clock.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from core.meeting_urls import MeetingPolicy, check_meeting_url, policy
-from core.resources import cpu_nanos, memory_bytes
+from core.meeting_urls import MeetingPolicy, policy
 
 # One environment variable holds at most MAX_ARG_STRLEN = 131072 bytes on Linux, its name and
 # the terminating NUL included; BOT_CONFIG keeps a margin under that.
@@ -62,7 +61,13 @@ def strings_in(value: Any) -> Iterator[str]:
 
 
 def check_no_nul(value: Any) -> None:
-    if any("\x00" in text for text in strings_in(value)):
+    if isinstance(value, str):
+        texts: Iterable[str] = (value,)
+    elif isinstance(value, dict) and all(type(item) is str for item in value.values()):
+        texts = (*value.keys(), *value.values())  # labels (metadata): no walk needed
+    else:
+        texts = strings_in(value)
+    if any("\x00" in text for text in texts):
         raise ValueError(
             "contains a NUL character (\\u0000), which cannot reach the bot: "
             "its values travel in environment variables"
@@ -125,42 +130,15 @@ def check_memory(size: int) -> None:
         raise ValueError("must be between 6Mi and 64Ti")
 
 
-TEXT_FIELDS = ("meetingUrl", "botName", "email", "recordingMode", "dedupKey", "metadata")
-TIME_FIELDS = ("joinAt", "deadline")
-
-
-def check_raw(field: str, value: Any) -> None:
-    """Before parsing: what pydantic would coerce but a client cannot have meant."""
-    if field in TIME_FIELDS and value is not None:
-        check_not_a_number(value)
-    elif field in ("priority", "maxRuntimeSeconds"):
-        check_not_a_bool(value)
-
-
-def check_field(
-    field: str, value: Any, data: Mapping[str, Any], context: Mapping[str, Any] | None
-) -> None:
-    """After parsing: the bot can be started with this value. `data` holds the fields before
-    it (pydantic's order), which `config` needs to measure the whole bot config."""
-    if value is None:
-        return
-    if field in TEXT_FIELDS:
-        check_no_nul(value)
-    if field == "meetingUrl":
-        check_meeting_url(value, _policy(context))
-    elif field == "config":
-        check_config(value, data)
-    elif field in TIME_FIELDS:
-        check_moment(value)
-        if field == "deadline" and context and isinstance(context.get("now"), datetime):
-            check_future(value, context["now"])
-    elif field == "cpu":
-        check_cpu(cpu_nanos(value))
-    elif field == "memory":
-        check_memory(memory_bytes(value))
+def check_deadline(value: datetime, context: Mapping[str, Any] | None) -> None:
+    """After the API's clock, when the validation context carries it as `now`."""
+    if context and isinstance(context.get("now"), datetime):
+        check_future(value, context["now"])
 
 
 def check_config(config: dict[str, Any], data: Mapping[str, Any]) -> None:
+    if not config:  # the job's own fields alone are far below the limit (their lengths are)
+        return
     check_config_depth(config)
     check_no_nul(config)
     bot_config = dict(config)
@@ -175,6 +153,7 @@ def check_config(config: dict[str, Any], data: Mapping[str, Any]) -> None:
     check_bot_config_size(bot_config)
 
 
-def _policy(context: Mapping[str, Any] | None) -> MeetingPolicy:
+def meeting_policy(context: Mapping[str, Any] | None) -> MeetingPolicy:
+    """The validation context's `meeting_policy`, else the default one."""
     rules = context.get("meeting_policy") if context else None
     return rules if isinstance(rules, MeetingPolicy) else policy()

@@ -13,6 +13,8 @@ from core.limits import check_no_nul
 from core.models import EXAMPLE_ID, MAX_PRIORITY, RECORDING_MODES, Job
 
 URL_SCHEMA: dict[str, Any] = {"format": "uri", "pattern": HTTP_URL_PREFIX}
+# The models' validators are built on their first use (defer_build), not at import: a cold start
+# that submits no meeting never pays for them.
 # a job id names the bot's run on every backend: letters, digits and . _ - only
 BOT_UUID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 # the fields of the request that are the scheduler's, not the bot's
@@ -22,7 +24,7 @@ SCHEDULING_FIELDS = frozenset({"priority", "config"})
 class AutomaticLeave(BaseModel):
     """When the bot leaves by itself."""
 
-    model_config = ConfigDict(extra="allow", strict=True)
+    model_config = ConfigDict(extra="allow", strict=True, defer_build=True)
 
     waiting_room_timeout: int | float | None = Field(
         default=None,
@@ -41,7 +43,7 @@ class AutomaticLeave(BaseModel):
 class AzureStorage(BaseModel):
     """Where the bot uploads to, with `storage_provider` azure."""
 
-    model_config = ConfigDict(extra="allow", strict=True)
+    model_config = ConfigDict(extra="allow", strict=True, defer_build=True)
 
     container_name: str | None = Field(
         default=None, description="The blob container.", examples=["recordings"]
@@ -61,7 +63,7 @@ class MeetingRequest(BaseModel):
     """The original's CreateMeeting body. Fields it did not list travel to the bot as they are;
     `config` is merged over everything (as the original did); null means not given."""
 
-    model_config = ConfigDict(extra="allow", strict=True)
+    model_config = ConfigDict(extra="allow", strict=True, defer_build=True)
 
     meeting_url: str = Field(
         max_length=2048,

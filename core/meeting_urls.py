@@ -25,7 +25,12 @@ PLATFORMS: dict[str, tuple[str, ...]] = {
     "webex": ("webex.com",),
 }
 INTERNAL_SUFFIXES = ("localhost", "local", "internal", "localdomain", "home.arpa")
+_INTERNAL_ENDINGS = tuple("." + suffix for suffix in INTERNAL_SUFFIXES)
 LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?")
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# a letter no IP literal holds in any form (hexadecimal digits and the x of 0x aside), but for
+# its zone after a %
+NAME_LETTER = re.compile(r"[g-wyz]")
 
 
 @dataclass(frozen=True)
@@ -85,18 +90,19 @@ def platform_of(url: str) -> str:
 
 def check_meeting_url(url: str, rules: MeetingPolicy) -> str:
     """The URL if a bot may be sent there; ValueError saying why not."""
-    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in url):
+    if CONTROL.search(url):
         raise ValueError("must not contain control characters or line breaks")
     try:
         parts = urlsplit(url)
+        hostname = parts.hostname  # each of these properties parses the netloc again
         parts.port  # noqa: B018 - raises ValueError for a port out of range
     except ValueError as exc:
         raise ValueError(f"is not a valid URL: {exc}") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if parts.scheme not in ("http", "https") or not hostname:
         raise ValueError("must be an http(s) URL")
-    if parts.username is not None or parts.password is not None:
+    if "@" in parts.netloc:  # what urlsplit reads user info from
         raise ValueError("must not carry a user name or password (user@host)")
-    host = parts.hostname.rstrip(".")
+    host = hostname.rstrip(".")
     address = ip_literal(host)
     if rules.allows(host, address):
         return url
@@ -121,6 +127,8 @@ def check_meeting_url(url: str, rules: MeetingPolicy) -> str:
 def ip_literal(host: str) -> IPAddress | None:
     """The address a host written as an IP literal names, in any form a resolver accepts
     (`169.254.169.254`, `2852039166`, `0xa9fea9fe`, `127.1`, `[::ffff:127.0.0.1]`)."""
+    if "%" not in host and ":" not in host and NAME_LETTER.search(host.lower()):
+        return None  # a name, as most hosts are: answered without raising and catching twice
     try:
         address: IPAddress | None = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
@@ -170,7 +178,7 @@ def _is_network(entry: str) -> bool:
 def _internal_name(host: str) -> bool:
     """`localhost`, names under an internal suffix, and single-label names (which a resolver
     completes with its search domains: `metadata`, `kubernetes`, ...)."""
-    return "." not in host or any(_matches(host, suffix) for suffix in INTERNAL_SUFFIXES)
+    return "." not in host or host in INTERNAL_SUFFIXES or host.endswith(_INTERNAL_ENDINGS)
 
 
 def _matches(host: str, suffix: str) -> bool:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import cache
 from typing import Any, ClassVar, Literal
 
 from pydantic import (
@@ -23,8 +25,20 @@ from core.formats import (
     check_http_url,
     integral,
 )
-from core.limits import check_field, check_raw
+from core.limits import (
+    check_config,
+    check_cpu,
+    check_deadline,
+    check_memory,
+    check_moment,
+    check_no_nul,
+    check_not_a_bool,
+    check_not_a_number,
+    meeting_policy,
+)
+from core.meeting_urls import check_meeting_url
 from core.resources import cpu_nanos, memory_bytes
+from core.values import json_copy
 
 
 def utcnow() -> datetime:
@@ -61,6 +75,7 @@ ACTIVE_STATES = frozenset({JobState.PROVISIONING, JobState.RUNNING, JobState.STO
 
 MAX_PRIORITY = 100
 PRIVATE_FIELDS = frozenset({"leaseOwner", "leaseUntil", "version", "tenant"})
+_PRIVATE = set(PRIVATE_FIELDS)
 EXAMPLE_ID = "8f0c2b1e-5d3a-4c7e-9a61-2f4b8d0e7c35"
 EXAMPLE_TIME = "2030-01-01T09:59:00Z"
 # the bot's recording modes (the original API took the first two; its bot reads all three)
@@ -178,6 +193,8 @@ class JobSpec(BaseModel):
     @field_validator("priority", "maxRuntimeSeconds", mode="before")
     @classmethod
     def _integral(cls, value: Any) -> Any:
+        if cls.checks_inputs:
+            check_not_a_bool(value)
         return integral(value)
 
     @field_validator("recordingMode")
@@ -190,7 +207,11 @@ class JobSpec(BaseModel):
     @field_validator("joinAt", "deadline", mode="before")
     @classmethod
     def _iso_time(cls, value: Any) -> Any:
-        if value is not None and not isinstance(value, str | datetime):
+        if value is None:
+            return value
+        if cls.checks_inputs:
+            check_not_a_number(value)
+        if not isinstance(value, str | datetime):
             raise ValueError("must be an ISO 8601 date-time string")
         return value
 
@@ -198,21 +219,56 @@ class JobSpec(BaseModel):
     @classmethod
     def _cpu(cls, value: str | None) -> str | None:
         if value is not None:
-            cpu_nanos(value)
+            nanos = cpu_nanos(value)
+            if cls.checks_inputs:
+                check_cpu(nanos)
         return value
 
     @field_validator("memory")
     @classmethod
     def _memory(cls, value: str | None) -> str | None:
         if value is not None:
-            memory_bytes(value)
+            size = memory_bytes(value)
+            if cls.checks_inputs:
+                check_memory(size)
         return value
 
     @field_validator("joinAt", "deadline")
     @classmethod
-    def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
+    def _aware(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
+        if value is None:
+            return value
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        if cls.checks_inputs:
+            check_moment(value)
+            if info.field_name == "deadline":
+                check_deadline(value, info.context)
+        return value
+
+    @field_validator("meetingUrl")
+    @classmethod
+    def _meeting_host(cls, value: str, info: ValidationInfo) -> str:
+        """A host a bot may be sent to (core/meeting_urls.py): not an internal one."""
+        if cls.checks_inputs:
+            check_meeting_url(value, meeting_policy(info.context))
+        return value
+
+    @field_validator("botName", "dedupKey", "metadata")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        """No NUL: the bot gets these in its environment (core/limits.py). The other texts
+        are refused with a NUL by their own checks already."""
+        if cls.checks_inputs and value is not None:
+            check_no_nul(value)
+        return value
+
+    @field_validator("config")
+    @classmethod
+    def _config(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        """A config that fits the bot's environment beside the fields before it."""
+        if cls.checks_inputs:
+            check_config(value, info.data)
         return value
 
     @model_validator(mode="after")
@@ -220,23 +276,6 @@ class JobSpec(BaseModel):
         if self.joinAt and self.deadline and self.deadline <= self.joinAt:
             raise ValueError("deadline must be after joinAt")
         return self
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _meant(cls, value: Any, info: ValidationInfo) -> Any:
-        """No coercion a client cannot have meant (core/limits.py): a number for a date."""
-        if cls.checks_inputs and info.field_name:
-            check_raw(info.field_name, value)
-        return value
-
-    @field_validator("*")
-    @classmethod
-    def _startable(cls, value: Any, info: ValidationInfo) -> Any:
-        """A bot can start with it (core/limits.py): no NUL, a config that fits the bot's
-        environment, a meeting host that is not internal, times the scheduler can compute."""
-        if cls.checks_inputs and info.field_name:
-            check_field(info.field_name, value, info.data, info.context)
-        return value
 
 
 class ExecutionRef(BaseModel):
@@ -251,6 +290,8 @@ Phase = Literal["pending", "running", "succeeded", "failed", "unknown"]
 
 class Execution(BaseModel):
     """A backend's view of one run."""
+
+    model_config = ConfigDict(defer_build=True)  # validators built on first use, not at import
 
     phase: Phase
     exitCode: int | None = None
@@ -311,6 +352,24 @@ class Job(JobSpec):
     leaseUntil: datetime | None = None
     version: str | None = None
 
+    @classmethod
+    def from_spec(cls, spec: JobSpec, **fields: Any) -> Job:
+        """A new job: a validated spec's values and the scheduler's own `fields` (ids and times,
+        of their types), over a blank job's defaults: the spec is not validated a second time.
+        Every Job field that has a default factory is the spec's, so no default is shared."""
+        return _blank_job().model_copy(update={**spec.__dict__, **fields})
+
+    def duplicate(self, **update: Any) -> Job:
+        """A copy that shares nothing mutable with this job, with `update` applied: what the
+        stores hand out. Only `config`, `metadata` and `execution` are mutable, so this is far
+        cheaper than a deep `model_copy`."""
+        owned = {
+            "config": json_copy(self.config),
+            "metadata": dict(self.metadata),
+            "execution": self.execution.model_copy() if self.execution else None,
+        }
+        return self.model_copy(update={**owned, **update})
+
     @property
     def sort_time(self) -> datetime:
         return self.joinAt or self.createdAt
@@ -318,9 +377,15 @@ class Job(JobSpec):
     def public(self) -> dict[str, Any]:
         """The job as a client sees it: no lease, no store version, no tenant; `containerId`
         (the original's name) is the backend's run id once a run exists."""
-        public = self.model_dump(mode="json", exclude=set(PRIVATE_FIELDS))
+        public = self.model_dump(mode="json", exclude=_PRIVATE)
         public["containerId"] = self.execution.id if self.execution else None
         return public
+
+    def public_json(self) -> str:
+        """`public()` as JSON text, written by pydantic's serializer in one step."""
+        text = self.model_dump_json(exclude=_PRIVATE)
+        container = json.dumps(self.execution.id) if self.execution else "null"
+        return f'{text[:-1]},"containerId":{container}}}'
 
     def bot_config(self) -> dict[str, Any]:
         """The JSON bot config the seed's bot reads (snake_case), with the job's own fields."""
@@ -336,13 +401,23 @@ class Job(JobSpec):
         return config
 
 
+@cache
+def _blank_job() -> Job:
+    epoch = datetime.fromtimestamp(0, UTC)
+    return Job(id="", tenant="", meetingUrl="-", createdAt=epoch, updatedAt=epoch, notBefore=epoch)
+
+
 class Page(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     jobs: list[Job]
     nextCursor: str | None = None
 
 
 class DrainReport(BaseModel):
     """What one `drain_once` did."""
+
+    model_config = ConfigDict(defer_build=True)
 
     recovered: int = 0
     retried: int = 0

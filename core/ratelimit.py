@@ -15,9 +15,9 @@ from collections.abc import Callable
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from core.config import Settings, hash_key
+from core.config import Settings
 from core.errors import RateLimited
-from core.http import api_key_of, error_of
+from core.http import error_of, key_digest
 
 MAX_BUCKETS = 10_000  # the least recently used bucket goes first past this
 LIMITED_PREFIXES = ("/api/", "/metrics")
@@ -77,8 +77,12 @@ class RateLimitMiddleware:
         await error_of(limited)(scope, receive, send)
 
     def identity(self, request: Request) -> str:
-        key = api_key_of(request)
+        digest = key_digest(request)
         settings = self.settings
-        if key and settings.auth_enabled and (settings.tenant_for(key) or settings.is_admin(key)):
-            return "key:" + hash_key(key)
+        if (
+            digest is not None
+            and settings.auth_enabled
+            and (settings.tenant_for_digest(digest) or settings.is_admin_digest(digest))
+        ):
+            return "key:" + digest
         return "address:" + (request.client.host if request.client else "unknown")

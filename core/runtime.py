@@ -55,7 +55,7 @@ def _load(kind: str, name: str, table: dict[str, tuple[str, str, str | None]]) -
 def build_store(settings: Settings) -> JobStore:
     cls = _load("store", settings.store, STORES)
     if settings.store == "sqlite":
-        store: JobStore = cls(settings.database_path)
+        store: JobStore = cls(settings.database_path, synchronous=settings.sqlite_synchronous)
     else:
         store = cls.from_settings(settings) if hasattr(cls, "from_settings") else cls()
     return store

@@ -22,6 +22,7 @@ from core.errors import Conflict, DuplicateKey, JobFinished, NotFound
 from core.lifecycle import Lifecycle
 from core.models import DrainReport, Job, JobSpec, JobState, Page, utcnow
 from core.ports import Backend, JobStore
+from core.values import new_job_id
 
 CANCEL_ATTEMPTS = 5
 __all__ = ["DISPATCH_LEASE", "Scheduler"]
@@ -60,9 +61,9 @@ class Scheduler(Lifecycle):
         in use: the store raises Conflict."""
         now = self.clock()
         lead = timedelta(seconds=self.settings.join_lead_seconds)
-        job = Job(
-            **spec.model_dump(),
-            id=job_id or str(uuid.uuid4()),
+        job = Job.from_spec(
+            spec,
+            id=job_id or new_job_id(),
             tenant=tenant,
             idempotencyKey=idempotency_key,
             createdAt=now,

@@ -6,8 +6,10 @@
   the app, which serves it unchanged.
 
 Per container, on first use and never at import: the settings (from the environment), the Runtime,
-the app and the mangum adapter. mangum is imported when the first HTTP event arrives, so an
-import of this module loads no mangum and no AWS SDK (the scheduler needs none).
+the app and the mangum adapter. So an import of this module loads neither mangum nor any AWS SDK
+(the scheduler needs none), nor the core's models, scheduler and routes: the modules that build
+them are imported inside the functions that first need them (core/api.py: a cold start's import
+costs about what importing Starlette does).
 
 One event loop per container. mangum runs each request with `asyncio.get_event_loop()` and
 `run_until_complete`; the drain runs on that same loop. `asyncio.run` would not do: it makes a new
@@ -34,17 +36,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from starlette.applications import Starlette
-from starlette.types import Receive, Scope, Send
-
 from core.api import create_app
-from core.config import SERVERLESS_DEFAULTS, Settings
 from core.errors import ConfigError
-from core.http import error_response
-from core.runtime import Runtime
 
-if TYPE_CHECKING:  # mangum is imported on first use, never at import time
+if TYPE_CHECKING:  # imported on first use, never at import time
     from mangum.types import ASGI
+    from starlette.applications import Starlette
+    from starlette.types import Receive, Scope, Send
+
+    from core.config import Settings
+    from core.runtime import Runtime
 
 log = logging.getLogger("botsched.aws")
 
@@ -110,6 +111,8 @@ def handle_schedule(event: LambdaEvent, context: Any) -> dict[str, Any]:
 
 def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
     """Settings from `env` (default: os.environ); Lambda defaults fill unset variables."""
+    from core.config import SERVERLESS_DEFAULTS, Settings
+
     return Settings.from_env(env, defaults=SERVERLESS_DEFAULTS)
 
 
@@ -117,6 +120,8 @@ def deployment() -> Deployment:
     """This container's settings, runtime and app, built on first use. A failure is not cached."""
     global _deployment
     if _deployment is None:
+        from core.runtime import Runtime
+
         settings = settings_from_env()
         runtime = Runtime(settings)
         app = create_app(settings, runtime, exposed=True)
@@ -135,6 +140,8 @@ def event_loop() -> asyncio.AbstractEventLoop:
 
 def config_error_app(message: str) -> ASGI:
     """An ASGI app that answers every request with the configuration error, as JSON."""
+
+    from core.http import error_response
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         text = f"the scheduler is misconfigured: {message}"

@@ -15,10 +15,11 @@
 `function_app.py`, beside host.json, imports `app` from here; the worker indexes it at import.
 Nothing else happens at import: the settings (from the app settings, i.e. the environment), the
 Runtime and the Starlette app are built on the first invocation of any function and kept for the
-warm instance. So importing this module loads no store or backend SDK, and a missing setting
-never stops the functions from being indexed. A configuration error is not cached: an HTTP call
-gets a 500 JSON error naming it (`"error": "config_error"`), a timer invocation raises it, so it
-shows as a failed invocation in Application Insights.
+warm instance. So importing this module loads no store or backend SDK, nor the core's models,
+scheduler and routes (imported inside the functions that first need them: core/api.py), and a
+missing setting never stops the functions from being indexed. A configuration error is not
+cached: an HTTP call gets a 500 JSON error naming it (`"error": "config_error"`), a timer
+invocation raises it, so it shows as a failed invocation in Application Insights.
 
 Event loop. The Python worker runs every `async def` function on its one event loop, and a plain
 `def` in a thread pool. All three functions are coroutines, so the Runtime's lock and whatever the
@@ -42,17 +43,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import azure.functions as func
-from starlette.applications import Starlette
-from starlette.types import Receive, Scope, Send
 
 from core.api import create_app
-from core.config import SERVERLESS_DEFAULTS, Settings
 from core.errors import ConfigError
-from core.http import error_response
-from core.models import DrainReport
-from core.runtime import Runtime
+
+if TYPE_CHECKING:  # imported on first use, never at import time
+    from starlette.applications import Starlette
+    from starlette.types import Receive, Scope, Send
+
+    from core.config import Settings
+    from core.models import DrainReport
+    from core.runtime import Runtime
 
 log = logging.getLogger("botsched.azure")
 
@@ -82,6 +86,8 @@ _deployment: Deployment | None = None
 def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
     """Settings from `env` (default: os.environ, where the app settings are); the Azure defaults
     fill unset variables."""
+    from core.config import SERVERLESS_DEFAULTS, Settings
+
     return Settings.from_env(env, defaults=SERVERLESS_DEFAULTS)
 
 
@@ -89,6 +95,8 @@ def deployment() -> Deployment:
     """This instance's settings, runtime and app, built on first use. A failure is not cached."""
     global _deployment
     if _deployment is None:
+        from core.runtime import Runtime
+
         settings = settings_from_env()
         runtime = Runtime(settings)
         app = create_app(settings, runtime, exposed=True)
@@ -105,6 +113,8 @@ async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
     try:
         app = deployment().app
     except ConfigError as exc:
+        from core.http import error_response
+
         log.error("cannot serve: %s", exc.message)
         text = f"the scheduler is misconfigured: {exc.message}"
         await error_response(500, "config_error", text)(scope, receive, send)

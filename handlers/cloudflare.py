@@ -11,7 +11,9 @@ Object binding. Another store or backend named in the settings is built as every
 
 Per isolate, on first use: the settings, the runtime and the app. The SDK's bridge runs the app's
 lifespan around every request, and the app closes its runtime on lifespan shutdown; the bindings
-hold nothing to release, so this runtime's `close` keeps the scheduler for the next request.
+hold nothing to release, so this runtime's `close` keeps the scheduler for the next request
+(handlers/cloudflare_runtime.py). The modules that build them are imported on that first use,
+not at import (core/api.py: a cold start's import costs about what importing Starlette does).
 
 The app serves beyond loopback, so it is built with `exposed=True`: SCHEDULER_API_KEYS must be set
 (`wrangler secret put SCHEDULER_API_KEYS`) or SCHEDULER_AUTH_DISABLED=true. A configuration error
@@ -29,16 +31,15 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from starlette.applications import Starlette
-from starlette.types import Receive, Scope, Send
-
 from core.api import create_app
-from core.config import Settings, variable_names
 from core.errors import ConfigError
-from core.http import error_response
-from core.ports import Backend, JobStore
-from core.runtime import Runtime, build_backend, build_store
-from core.scheduler import Scheduler
+
+if TYPE_CHECKING:  # imported on first use, never at import time
+    from starlette.applications import Starlette
+    from starlette.types import Receive, Scope, Send
+
+    from core.config import Settings
+    from handlers.cloudflare_runtime import WorkerRuntime
 
 
 class _Entrypoint:
@@ -67,6 +68,8 @@ CONTAINERS_BINDING = "BOTS"
 
 def bindings_as_env(env: Any) -> dict[str, str]:
     """The Worker's string-like bindings that name a setting, as an env mapping."""
+    from core.config import variable_names
+
     found: dict[str, str] = {}
     for name in variable_names():
         value = getattr(env, name, None)
@@ -78,54 +81,9 @@ def bindings_as_env(env: Any) -> dict[str, str]:
 
 
 def settings_from_bindings(env: Any) -> Settings:
+    from core.config import Settings
+
     return Settings.from_env(bindings_as_env(env), defaults=CLOUDFLARE_DEFAULTS)
-
-
-def _binding(env: Any, name: str, what: str) -> Any:
-    binding = getattr(env, name, None)
-    if binding is None:
-        raise ConfigError(f"the {what} needs the Worker binding {name} (see wrangler.toml)")
-    return binding
-
-
-def build_worker_store(settings: Settings, env: Any) -> JobStore:
-    if settings.store != "d1":
-        return build_store(settings)
-    from core.stores.d1 import D1Store
-
-    return D1Store(_binding(env, D1_BINDING, "d1 store"))
-
-
-def build_worker_backend(settings: Settings, env: Any) -> Backend:
-    if settings.platform != "cloudflare":
-        return build_backend(settings)
-    from core.backends.cloudflare import CloudflareContainersBackend
-
-    return CloudflareContainersBackend(_binding(env, CONTAINERS_BINDING, "cloudflare backend"))
-
-
-class WorkerRuntime(Runtime):
-    """The Runtime on the Worker's bindings, kept for the isolate's life (see the module doc)."""
-
-    def __init__(self, settings: Settings, env: Any) -> None:
-        super().__init__(settings)
-        self.env = env
-
-    async def scheduler(self) -> Scheduler:
-        if self._scheduler is None:
-            async with self._lock:
-                if self._scheduler is None:
-                    store = build_worker_store(self.settings, self.env)
-                    await store.open()
-                    backend = build_worker_backend(self.settings, self.env)
-                    self._scheduler = Scheduler(store, backend, self.settings)
-        return self._scheduler
-
-    async def close(self) -> None:
-        return None  # bindings hold no connection; the next request reuses the scheduler
-
-    async def shutdown(self) -> None:
-        await super().close()
 
 
 @dataclass
@@ -142,6 +100,8 @@ def deployment(env: Any) -> Deployment:
     """This isolate's settings, runtime and app, built on first use. A failure is not cached."""
     global _deployment
     if _deployment is None:
+        from handlers.cloudflare_runtime import WorkerRuntime
+
         settings = settings_from_bindings(env)
         runtime = WorkerRuntime(settings, env)
         app = create_app(settings, runtime, exposed=True)
@@ -156,6 +116,8 @@ def reset() -> None:
 
 
 def config_error_app(message: str) -> Any:
+    from core.http import error_response
+
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         text = f"the scheduler is misconfigured: {message}"
         await error_response(500, "config_error", text)(scope, receive, send)

@@ -21,7 +21,9 @@
 built at import: the settings (from the environment) and the Runtime are built on the first
 invocation, the app on the first HTTP call (so the tick needs no SCHEDULER_API_KEYS), and all are
 kept for the warm instance. So importing this module loads functions-framework but no store or
-backend SDK (no grpc), and a missing setting never stops the instance from starting. A
+backend SDK (no grpc), nor the core's models, scheduler and routes (imported inside the
+functions that first need them: core/api.py), and a missing setting never stops the instance
+from starting. A
 configuration error is not cached: an HTTP call gets a 500 JSON error naming it
 (`"error": "config_error"`), a tick raises it, so it shows as a failed invocation in Cloud Logging.
 
@@ -53,20 +55,20 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import functions_framework.aio
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.api import create_app
-from core.config import SERVERLESS_DEFAULTS, Settings
 from core.errors import ConfigError
-from core.http import error_response
-from core.models import DrainReport
-from core.runtime import Runtime
 
-if TYPE_CHECKING:  # a dependency of functions-framework, which loads it
+if TYPE_CHECKING:  # a dependency of functions-framework, which loads it; ours on first use
     from cloudevents.http.event import CloudEvent
+    from starlette.applications import Starlette
+
+    from core.config import Settings
+    from core.models import DrainReport
+    from core.runtime import Runtime
 
 log = logging.getLogger("botsched.gcp")
 
@@ -99,6 +101,8 @@ _deployment: Deployment | None = None
 def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
     """Settings from `env` (default: os.environ); the Cloud Functions defaults fill unset
     variables."""
+    from core.config import SERVERLESS_DEFAULTS, Settings
+
     return Settings.from_env(env, defaults=SERVERLESS_DEFAULTS)
 
 
@@ -106,6 +110,8 @@ def deployment() -> Deployment:
     """This instance's settings and runtime, built on first use. A failure is not cached."""
     global _deployment
     if _deployment is None:
+        from core.runtime import Runtime
+
         settings = settings_from_env()
         _deployment = Deployment(settings, Runtime(settings))
     return _deployment
@@ -177,6 +183,8 @@ async def api(request: Request) -> Response:
     try:
         app = http_app()
     except ConfigError as exc:
+        from core.http import error_response
+
         log.error("cannot serve: %s", exc.message)
         return error_response(500, "config_error", f"the scheduler is misconfigured: {exc.message}")
     return ServeApp(app)

@@ -9,15 +9,14 @@ import socket
 import sys
 from typing import TYPE_CHECKING
 
-from starlette.applications import Starlette
-
 from core.api import create_app
-from core.config import Settings
 from core.errors import ConfigError
-from core.preflight import check_runtime, store_description
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # imported on first use (core/api.py)
     import uvicorn
+    from starlette.applications import Starlette
+
+    from core.config import Settings
 
 log = logging.getLogger("botsched.local")
 
@@ -31,12 +30,17 @@ SHUTDOWN_SECONDS = 10
 
 
 def build_app(settings: Settings | None = None) -> Starlette:
+    from core.config import Settings
+
     settings = settings or Settings.from_env()
     return create_app(settings, drain_every=settings.polling_interval)
 
 
 def serve(settings: Settings | None = None) -> None:
     """Serve until stopped; ConfigError (one line for the user) when it cannot start."""
+    from core.config import Settings
+    from core.preflight import check_runtime, store_description
+
     settings = settings or Settings.from_env()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     check_runtime(settings)
@@ -56,6 +60,7 @@ def uvicorn_server(app: Starlette, settings: Settings) -> uvicorn.Server:
         host=settings.host,
         port=settings.port,
         log_level="info",
+        access_log=settings.access_log,
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
         limit_concurrency=MAX_CONNECTIONS,
         timeout_graceful_shutdown=SHUTDOWN_SECONDS,
@@ -83,7 +88,7 @@ def listen(host: str, port: int) -> socket.socket:
 
 def main() -> None:
     try:
-        serve(Settings.from_env())
+        serve()
     except ConfigError as exc:
         print(f"botsched: {exc.message}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -16,8 +16,10 @@ conditioned on its ETag), the key rows it gains (create: a taken key fails the w
 which is how a duplicate is refused atomically, even by 20 concurrent creates) and the index rows
 whose set or content changed (core/stores/azure_index.py computes them from the job, and an update
 diffs the stored job's rows against the new job's). So the indexes never disagree with the jobs.
-An update reads the job row first (to know its old rows; a stale version fails right there) and
-its transaction is conditioned on the version the caller holds: a 412 is a Conflict.
+An update needs the stored job to know its old rows: the one this store last read or wrote at the
+version the caller holds (it remembers the latest of each job, bounded), else it reads the job row
+first (a stale version fails right there). Its transaction is conditioned on that version: a 412
+is a Conflict, so a remembered job can never stand in for a row that changed.
 
 The version is the job row's ETag. `due`, `expiring`, `active` and `list_jobs` read a RowKey range
 of the partition in the service's order (PartitionKey, RowKey) page by page and stop once they have
@@ -39,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -56,6 +59,7 @@ if TYPE_CHECKING:
 
 DEFAULT_TABLE = "botschedjobs"
 TRIES = 5
+SEEN_MAX = 10_000  # jobs whose latest version read or written is remembered
 _TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$")
 _JOBS = f"PartitionKey eq '{ix.JOBS}'"
 
@@ -94,6 +98,7 @@ class AzureTableStore:
         self._service: TableServiceClient | None = None
         self._table: TableClient | None = None
         self._lock = asyncio.Lock()
+        self._seen: OrderedDict[str, Job] = OrderedDict()  # id -> latest version read or written
         self.reads = 0  # entities read (query results and point reads): for tests and tuning
         self.dropped = 0  # stale index rows deleted by readers
 
@@ -160,10 +165,12 @@ class AzureTableStore:
         except BadRequest:
             return None
         entity = await self._get(ix.job_key(job_id))
-        return ix.job_from_entity(entity) if entity is not None else None
+        return self._remember(ix.job_from_entity(entity)) if entity is not None else None
 
     async def update(self, job: Job, expected_version: str) -> Job:
-        stored = await self.get(job.id)
+        stored = self._seen.get(job.id)
+        if stored is None or stored.version != expected_version:
+            stored = await self.get(job.id)
         if stored is None:
             raise NotFound(f"job {job.id} not found", id=job.id)
         if stored.version != expected_version:
@@ -192,8 +199,15 @@ class AzureTableStore:
                 if error is None:
                     raise  # not a race: a refused write (400, 413, ...) surfaces as it is
                 raise error from None
-            return job.model_copy(deep=True, update={"version": results[0]["etag"]})
+            return self._remember(job.duplicate(version=results[0]["etag"]))
         raise Conflict(f"job {job.id}: its rows kept changing, try again", id=job.id)
+
+    def _remember(self, job: Job) -> Job:
+        self._seen[job.id] = job.duplicate()
+        self._seen.move_to_end(job.id)
+        if len(self._seen) > SEEN_MAX:
+            self._seen.popitem(last=False)
+        return job
 
     @staticmethod
     def _job_error(job: Job, status: int | None) -> Exception | None:

@@ -88,7 +88,7 @@ class D1Store:
             if not _is_unique_violation(exc):
                 raise
             raise await self._duplicate(job) from None
-        return job.model_copy(deep=True, update={"version": "1"})
+        return job.duplicate(version="1")
 
     async def get(self, job_id: str) -> Job | None:
         record = await self._first(GET_SQL, job_id)
@@ -141,7 +141,7 @@ class D1Store:
             if await self._first(EXISTS_SQL, job.id) is None:
                 raise NotFound(f"job {job.id} not found", id=job.id)
             raise Conflict(f"job {job.id} was changed concurrently", id=job.id)
-        return job.model_copy(deep=True, update={"version": str(expected + 1)})
+        return job.duplicate(version=str(expected + 1))
 
     async def acquire_lease(self, name: str, owner: str, until: datetime, now: datetime) -> bool:
         return await self._run(ACQUIRE_LEASE_SQL, name, owner, to_ms(until), to_ms(now)) > 0

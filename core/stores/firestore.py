@@ -154,7 +154,7 @@ class FirestoreStore:
                 if duplicate is not None:
                     raise duplicate from None
                 continue  # the key was released meanwhile: try again
-            return job.model_copy(deep=True, update={"version": fd.version(results[0].update_time)})
+            return job.duplicate(version=fd.version(results[0].update_time))
         raise Conflict(f"job {job.id}: its keys kept changing, try again", id=job.id)
 
     async def get(self, job_id: str) -> Job | None:
@@ -194,7 +194,7 @@ class FirestoreStore:
                 if duplicate is not None:
                     raise duplicate from None
                 continue  # the key was released meanwhile: try again
-            return job.model_copy(deep=True, update={"version": fd.version(results[0].update_time)})
+            return job.duplicate(version=fd.version(results[0].update_time))
         raise Conflict(f"job {job.id} was changed concurrently", id=job.id)
 
     async def _duplicate(self, job: Job, held: set[str]) -> DuplicateKey | None:

@@ -1,9 +1,10 @@
 """A JobStore on one SQLite file, with the stdlib `sqlite3` only.
 
-Every call runs in a worker thread (`asyncio.to_thread`) on one connection guarded by a lock. The
-connection is in autocommit mode and every write is one statement, so each write is atomic and
-compare-and-set holds across connections and processes sharing the file (WAL, busy_timeout 5 s).
-The SQL is plain SQLite, kept within what Cloudflare D1 accepts.
+Each call runs on the event loop's own connection, or in a worker thread when it would wait
+(sqlite_connections.py: where calls run, and `synchronous`, what a commit survives). Connections
+are in autocommit mode and every write is one statement, so each write is one transaction, atomic,
+and compare-and-set holds across connections and processes sharing the file (WAL). The SQL is
+plain SQLite, kept within what Cloudflare D1 accepts.
 
 The job itself is kept as JSON in `data` (without its version); the other columns are copies of
 its fields that the indexes need.
@@ -19,21 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import threading
-import time
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 from core.errors import Conflict, DuplicateKey, NotFound
 from core.models import Job, JobState, Page, to_ms
 from core.stores.cursor import decode_cursor, encode_cursor
-
-BUSY_TIMEOUT_MS = 5000
-
-P = ParamSpec("P")
-T = TypeVar("T")
+from core.stores.sqlite_connections import Connections, Synchronous
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS jobs (
@@ -110,31 +104,6 @@ RELEASE_LEASE_SQL = "DELETE FROM leases WHERE name = ? AND owner = ?"
 Row = tuple[Any, ...]
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    """Autocommit (each statement its own transaction), usable from any worker thread."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    connection = sqlite3.connect(
-        path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
-    )
-    connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    _enable_wal(connection)
-    return connection
-
-
-def _enable_wal(connection: sqlite3.Connection) -> None:
-    """Switch to WAL. The switch needs the file to itself and SQLite reports 'locked' at once,
-    without its busy handler, while another connection is reading: retry up to the timeout."""
-    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
-    while True:
-        try:
-            connection.execute("PRAGMA journal_mode = WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.01)
-
-
 def row_values(job: Job) -> tuple[Any, ...]:
     """The job's column values, in `_COLUMNS` order."""
     return (
@@ -176,22 +145,21 @@ def list_sql(tenant: str | None, status: JobState | None, cursor: str | None) ->
 
 
 class SqliteStore:
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, synchronous: Synchronous = "normal") -> None:
         self.path = Path(path)
-        self._lock = threading.Lock()
-        self._connection: sqlite3.Connection | None = None
+        self._db = Connections(self.path, synchronous)
 
     async def open(self) -> None:
-        await asyncio.to_thread(self._open)
+        await asyncio.to_thread(self._db.open, SCHEMA)
 
     async def close(self) -> None:
-        await self._call(self._close)
+        await self._db.close()
 
     async def create(self, job: Job) -> Job:
-        return await self._call(self._create, job)
+        return await self._db.write(_create, job)
 
     async def get(self, job_id: str) -> Job | None:
-        rows = await self._call(self._query, "SELECT data, version FROM jobs WHERE id = ?", job_id)
+        rows = await self._db.read(_query, "SELECT data, version FROM jobs WHERE id = ?", job_id)
         return _job(rows[0]) if rows else None
 
     async def list_jobs(
@@ -202,105 +170,85 @@ class SqliteStore:
         cursor: str | None = None,
     ) -> Page:
         sql, params = list_sql(tenant, status, cursor)
-        rows = await self._call(self._query, sql, *params, limit + 1)
+        rows = await self._db.in_thread(_query, sql, *params, limit + 1)  # may walk many rows
         page = rows[:limit]
         next_cursor = encode_cursor(page[-1][2], page[-1][3]) if len(rows) > limit else None
         return Page(jobs=[_job(row) for row in page], nextCursor=next_cursor)
 
     async def due(self, now: datetime, limit: int) -> list[Job]:
-        rows = await self._call(self._query, DUE_SQL, to_ms(now), limit)
+        # in the thread: it walks past the queued jobs not due yet that rank above the due ones
+        rows = await self._db.in_thread(_query, DUE_SQL, to_ms(now), limit)
         return [_job(row) for row in rows]
 
     async def expiring(self, now: datetime, limit: int) -> list[Job]:
-        rows = await self._call(self._query, EXPIRING_SQL, to_ms(now), limit)
+        rows = await self._db.read(_query, EXPIRING_SQL, to_ms(now), limit)
         return [_job(row) for row in rows]
 
     async def active(self) -> list[Job]:
-        return [_job(row) for row in await self._call(self._query, ACTIVE_SQL)]
+        return [_job(row) for row in await self._db.read(_query, ACTIVE_SQL)]
 
     async def counts(self, tenant: str | None = None) -> dict[JobState, int]:
         where, params = ("WHERE tenant = ? ", (tenant,)) if tenant is not None else ("", ())
         sql = f"SELECT status, COUNT(*) FROM jobs {where}GROUP BY status"
         counts = dict.fromkeys(JobState, 0)
-        for status, count in await self._call(self._query, sql, *params):
+        for status, count in await self._db.in_thread(_query, sql, *params):  # reads every job
             counts[JobState(status)] = count
         return counts
 
     async def update(self, job: Job, expected_version: str) -> Job:
-        return await self._call(self._update, job, expected_version)
+        return await self._db.write(_update, job, expected_version)
 
     async def acquire_lease(self, name: str, owner: str, until: datetime, now: datetime) -> bool:
         params = (name, owner, to_ms(until), to_ms(now))
-        return await self._call(self._execute, ACQUIRE_LEASE_SQL, *params) > 0
+        return await self._db.write(_execute, ACQUIRE_LEASE_SQL, *params) > 0
 
     async def release_lease(self, name: str, owner: str) -> None:
-        await self._call(self._execute, RELEASE_LEASE_SQL, name, owner)
+        await self._db.write(_execute, RELEASE_LEASE_SQL, name, owner)
 
-    # -- synchronous parts, run in a worker thread under the lock --
 
-    async def _call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        def locked() -> T:
-            with self._lock:
-                return fn(*args, **kwargs)
+# -- synchronous parts, run on either connection (sqlite_connections.py) ---------------------
 
-        return await asyncio.to_thread(locked)
 
-    @property
-    def _db(self) -> sqlite3.Connection:
-        if self._connection is None:
-            raise RuntimeError("SqliteStore is not open")
-        return self._connection
+def _create(db: sqlite3.Connection, job: Job) -> Job:
+    try:
+        _execute(db, INSERT_SQL, job.id, *row_values(job))
+    except sqlite3.IntegrityError:
+        raise _duplicate(db, job) from None
+    return job.duplicate(version="1")
 
-    def _open(self) -> None:
-        with self._lock:
-            if self._connection is None:
-                self._connection = _connect(self.path)
-            for statement in SCHEMA:
-                self._connection.execute(statement)
 
-    def _close(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
+def _update(db: sqlite3.Connection, job: Job, expected_version: str) -> Job:
+    try:
+        expected = int(expected_version)
+    except ValueError:
+        expected = -1  # no stored version can match
+    try:
+        changed = _execute(db, UPDATE_SQL, *row_values(job), job.id, expected)
+    except sqlite3.IntegrityError:
+        raise _duplicate(db, job) from None
+    if changed == 0:
+        if not _query(db, "SELECT 1 FROM jobs WHERE id = ?", job.id):
+            raise NotFound(f"job {job.id} not found", id=job.id)
+        raise Conflict(f"job {job.id} was changed concurrently", id=job.id)
+    return job.duplicate(version=str(expected + 1))
 
-    def _query(self, sql: str, *params: Any) -> list[Row]:
-        return self._db.execute(sql, params).fetchall()
 
-    def _execute(self, sql: str, *params: Any) -> int:
-        return self._db.execute(sql, params).rowcount
+def _query(db: sqlite3.Connection, sql: str, *params: Any) -> list[Row]:
+    return db.execute(sql, params).fetchall()
 
-    def _create(self, job: Job) -> Job:
-        try:
-            self._execute(INSERT_SQL, job.id, *row_values(job))
-        except sqlite3.IntegrityError:
-            raise self._duplicate(job) from None
-        return job.model_copy(deep=True, update={"version": "1"})
 
-    def _update(self, job: Job, expected_version: str) -> Job:
-        try:
-            expected = int(expected_version)
-        except ValueError:
-            expected = -1  # no stored version can match
-        try:
-            changed = self._execute(UPDATE_SQL, *row_values(job), job.id, expected)
-        except sqlite3.IntegrityError:
-            raise self._duplicate(job) from None
-        if changed == 0:
-            if not self._query("SELECT 1 FROM jobs WHERE id = ?", job.id):
-                raise NotFound(f"job {job.id} not found", id=job.id)
-            raise Conflict(f"job {job.id} was changed concurrently", id=job.id)
-        return job.model_copy(deep=True, update={"version": str(expected + 1)})
+def _execute(db: sqlite3.Connection, sql: str, *params: Any) -> int:
+    return db.execute(sql, params).rowcount
 
-    def _duplicate(self, job: Job) -> Exception:
-        """The error for an insert or update that hit a unique index."""
-        for field, column in (("dedupKey", "dedup_key"), ("idempotencyKey", "idempotency_key")):
-            key = getattr(job, field)
-            if key is None:
-                continue
-            sql = f"SELECT data, version FROM jobs WHERE tenant = ? AND {column} = ? AND id != ?"
-            rows = self._query(sql, job.tenant, key, job.id)
-            if rows:
-                return DuplicateKey(
-                    f"a job with this {field} already exists", existing=_job(rows[0])
-                )
-        return Conflict(f"job {job.id} already exists", id=job.id)
+
+def _duplicate(db: sqlite3.Connection, job: Job) -> Exception:
+    """The error for an insert or update that hit a unique index."""
+    for field, column in (("dedupKey", "dedup_key"), ("idempotencyKey", "idempotency_key")):
+        key = getattr(job, field)
+        if key is None:
+            continue
+        sql = f"SELECT data, version FROM jobs WHERE tenant = ? AND {column} = ? AND id != ?"
+        rows = _query(db, sql, job.tenant, key, job.id)
+        if rows:
+            return DuplicateKey(f"a job with this {field} already exists", existing=_job(rows[0]))
+    return Conflict(f"job {job.id} already exists", id=job.id)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from core.api import Routes, create_app
+from core.api import create_app
 from core.config import Settings
 from core.errors import ConfigError
 from core.ratelimit import TokenBuckets
+from core.routes import Routes
 from tests.api.conftest import (
     API_KEYS,
     JOBS,

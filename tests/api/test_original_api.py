@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from core import docs
-from core.api import Routes
 from core.config import Settings
 from core.meeting_config import bot_defaults
+from core.routes import Routes
 from tests.api.conftest import JOBS, URL, Api, assert_error, later
 
 MEETINGS = "/api/scheduler/meetings"
@@ -133,7 +133,8 @@ async def test_a_bot_uuid_in_use_is_a_409(api: Api) -> None:
     assert first.status_code == 201
     again = await api.client.post(MEETINGS, json={"meeting_url": URL, "bot_uuid": "dup-1"})
     assert "dup-1" in assert_error(again, 409)
-    assert len([job for job in api.store._jobs.values() if job.id == "dup-1"]) == 1
+    every = (await api.store.list_jobs(None, limit=200)).jobs
+    assert [job.id for job in every].count("dup-1") == 1
 
 
 @pytest.mark.parametrize(

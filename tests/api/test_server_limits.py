@@ -113,3 +113,10 @@ async def test_the_local_server_notices_a_finished_bot_at_once(tmp_path: Path) -
             status = (await client.get(f"{url}/{job['id']}")).json()["job"]["status"]
     assert status == "completed"
     assert time.monotonic() - started < 5
+
+
+def test_the_local_server_logs_no_line_per_request_unless_asked() -> None:
+    app = create_app(Settings(store="memory"))
+    assert uvicorn_server(app, Settings(store="memory")).config.access_log is False
+    asked = Settings.from_env({"SCHEDULER_STORE": "memory", "SCHEDULER_ACCESS_LOG": "true"})
+    assert uvicorn_server(app, asked).config.access_log is True

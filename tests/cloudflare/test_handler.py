@@ -10,6 +10,7 @@ import pytest
 
 from core.errors import ConfigError
 from handlers import cloudflare
+from handlers.cloudflare_runtime import WorkerRuntime
 from tests import pyodide_env
 from tests.cloudflare.toolchain import ROOT, SCHEDULER
 
@@ -31,7 +32,7 @@ def test_bad_settings_raise_config_error() -> None:
 
 async def test_missing_binding_is_named() -> None:
     settings = cloudflare.settings_from_bindings(SimpleNamespace(SCHEDULER_AUTH_DISABLED="true"))
-    runtime = cloudflare.WorkerRuntime(settings, SimpleNamespace())
+    runtime = WorkerRuntime(settings, SimpleNamespace())
     with pytest.raises(ConfigError, match="DB"):
         await runtime.scheduler()
 

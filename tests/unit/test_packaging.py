@@ -65,3 +65,70 @@ def test_importing_a_store_or_backend_loads_no_sdk(module: str) -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert json.loads(out.stdout) == []
+
+
+# What a platform's entry point may not load at import: a cloud SDK (its host loads its own
+# framework: azure.functions, functions_framework and what comes with them), nor what the first
+# request builds (the models, the settings, the scheduler, the routes, a store, a backend), so
+# that a cold start's import costs about what importing Starlette does (`make bench` measures it).
+ENTRY_POINTS = [
+    "core.api",
+    "handlers.local",
+    "handlers.aws",
+    "handlers.azure",
+    "handlers.gcp",
+    "handlers.cloudflare",
+    "function_app",
+    "main",
+]
+CLOUD_SDKS = ("grpc", "proto", "aiohttp", "msal", "boto3", "botocore", "mangum", "kubernetes")
+CLOUD_SDK_PACKAGES = (
+    "google.cloud.firestore",
+    "google.cloud.run",
+    "google.api_core",
+    "google.auth",
+)
+FIRST_REQUEST = (
+    "core.routes",
+    "core.models",
+    "core.config",
+    "core.scheduler",
+    "core.runtime",
+    "core.stores",
+    "core.backends",
+    "core.openapi",
+    "pydantic.main",
+)
+
+
+def _loaded_by(module: str) -> list[str]:
+    code = (
+        "import sys, json; before = set(sys.modules); "
+        f"import {module}; "
+        "print(json.dumps(sorted(set(sys.modules) - before)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    loaded: list[str] = json.loads(out.stdout)
+    return loaded
+
+
+def _under(name: str, packages: tuple[str, ...]) -> bool:
+    return any(name == package or name.startswith(package + ".") for package in packages)
+
+
+@pytest.mark.parametrize("module", ENTRY_POINTS)
+def test_importing_an_entry_point_loads_no_sdk_and_nothing_of_the_first_request(
+    module: str,
+) -> None:
+    loaded = _loaded_by(module)
+    sdks = [
+        name
+        for name in loaded
+        if name.split(".")[0] in CLOUD_SDKS
+        or _under(name, CLOUD_SDK_PACKAGES)
+        or (name.startswith("azure.") and not _under(name, ("azure.functions",)))
+    ]
+    assert sdks == []
+    assert [name for name in loaded if _under(name, FIRST_REQUEST)] == []

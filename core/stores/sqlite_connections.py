@@ -1,0 +1,160 @@
+"""The SQLite store's two connections to its file, and where each call runs.
+
+A point read or write takes tens of microseconds: less than a hop to a worker thread. So it runs
+on the event loop's own connection, which never waits for a lock (busy_timeout 0). When that
+connection is in use or the file is busy (another connection, maybe another process, is writing),
+the call has done nothing (every statement is its own transaction) and runs again in a worker
+thread on the connection that waits up to BUSY_TIMEOUT_MS. Calls that may read many rows, and
+writes when every commit syncs to disk (`full`), always run in the thread.
+
+Both connections are in autocommit mode and WAL. `synchronous` is SQLite's: `normal` (the
+default) syncs the WAL to disk at checkpoints only, so a commit survives the process being killed
+but the last ones before a power cut or an OS crash may be lost; `full` syncs every commit. The
+event loop's connection never checkpoints by itself (a checkpoint syncs the file): every
+CHECKPOINT_EVERY writes, a passive checkpoint runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Concatenate, Literal, ParamSpec, TypeVar
+
+log = logging.getLogger("botsched.sqlite")
+
+BUSY_TIMEOUT_MS = 5000
+CHECKPOINT_EVERY = 200  # writes between two checkpoints of the WAL into the database file
+
+Synchronous = Literal["normal", "full"]
+P = ParamSpec("P")
+T = TypeVar("T")
+Call = Callable[Concatenate[sqlite3.Connection, P], T]
+
+
+def connect(path: Path, *, busy_timeout_ms: int, synchronous: Synchronous) -> sqlite3.Connection:
+    """Autocommit (each statement its own transaction), WAL, usable from any thread."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    connection = sqlite3.connect(
+        path, timeout=busy_timeout_ms / 1000, isolation_level=None, check_same_thread=False
+    )
+    connection.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
+    _enable_wal(connection)
+    connection.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+    return connection
+
+
+def _enable_wal(connection: sqlite3.Connection) -> None:
+    """Switch to WAL. The switch needs the file to itself and SQLite reports 'locked' at once,
+    without its busy handler, while another connection is reading: retry up to the timeout."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
+def is_busy(exc: sqlite3.OperationalError) -> bool:
+    """SQLITE_BUSY (any extended code): another connection holds the lock; nothing was done."""
+    return exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+
+
+class _Wait(Exception):
+    """The event loop's connection is in use or the file is busy: run in a worker thread."""
+
+
+class Connections:
+    def __init__(self, path: Path, synchronous: Synchronous) -> None:
+        self.path = path
+        self.synchronous = synchronous
+        self._lock = threading.Lock()  # the waiting connection, used by worker threads
+        self._waiting: sqlite3.Connection | None = None
+        self._inline_lock = threading.Lock()  # the event loop's connection
+        self._inline: sqlite3.Connection | None = None
+        self._writes = 0
+        self._checkpoint: asyncio.Future[None] | None = None
+
+    def open(self, schema: Iterable[str]) -> None:
+        """Connect (blocking: call it in a thread) and run `schema`."""
+        with self._lock, self._inline_lock:
+            if self._waiting is None:
+                self._waiting = connect(
+                    self.path, busy_timeout_ms=BUSY_TIMEOUT_MS, synchronous=self.synchronous
+                )
+            for statement in schema:
+                self._waiting.execute(statement)
+            if self._inline is None:
+                self._inline = connect(self.path, busy_timeout_ms=0, synchronous=self.synchronous)
+                self._inline.execute("PRAGMA wal_autocheckpoint = 0")
+
+    async def close(self) -> None:
+        if self._checkpoint is not None:
+            await asyncio.gather(self._checkpoint, return_exceptions=True)
+        await asyncio.to_thread(self._close)
+
+    def _close(self) -> None:
+        with self._lock, self._inline_lock:
+            for connection in (self._inline, self._waiting):
+                if connection is not None:
+                    connection.close()
+            self._inline = self._waiting = None
+
+    async def read(self, fn: Call[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return self._run_inline(fn, *args, **kwargs)
+        except _Wait:
+            return await self.in_thread(fn, *args, **kwargs)
+
+    async def write(self, fn: Call[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        if self.synchronous == "full":
+            result = await self.in_thread(fn, *args, **kwargs)
+        else:
+            result = await self.read(fn, *args, **kwargs)
+        self._after_write()
+        return result
+
+    async def in_thread(self, fn: Call[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        def locked() -> T:
+            with self._lock:
+                if self._waiting is None:
+                    raise RuntimeError("SqliteStore is not open")
+                return fn(self._waiting, *args, **kwargs)
+
+        return await asyncio.to_thread(locked)
+
+    def _run_inline(self, fn: Call[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        connection = self._inline
+        if connection is None or not self._inline_lock.acquire(blocking=False):
+            raise _Wait
+        try:
+            return fn(connection, *args, **kwargs)
+        except sqlite3.OperationalError as exc:
+            if is_busy(exc):
+                raise _Wait from None
+            raise
+        finally:
+            self._inline_lock.release()
+
+    def _after_write(self) -> None:
+        self._writes += 1
+        if self._writes % CHECKPOINT_EVERY or self._checkpoint is not None:
+            return
+        self._checkpoint = asyncio.ensure_future(self.in_thread(_checkpoint))
+        self._checkpoint.add_done_callback(self._checkpoint_done)
+
+    def _checkpoint_done(self, future: asyncio.Future[None]) -> None:
+        self._checkpoint = None
+        if not future.cancelled() and future.exception() is not None:
+            log.warning("WAL checkpoint failed: %s", future.exception())
+
+
+def _checkpoint(db: sqlite3.Connection) -> None:
+    db.execute("PRAGMA wal_checkpoint(PASSIVE)")
