@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.processes import terminate
+
 ROOT = Path(__file__).resolve().parent.parent
 FLOOR_APP = "bench.echo_app:app"
 OUR_APP = "handlers.local:build_app"  # the factory `botsched serve` serves
@@ -33,13 +35,7 @@ class Server:
         raise RuntimeError(f"no VmRSS for {self.name}")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process)
 
 
 def free_port() -> int:

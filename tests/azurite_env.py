@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.processes import terminate
+
 ROOT = Path(__file__).resolve().parents[1]
 INSTALL_COMMAND = "npm install --prefix .azurite azurite@3"
 INSTALL_HINT = f"run `make azurite` (or `{INSTALL_COMMAND}`) in the repository"
@@ -52,13 +54,7 @@ class AzuriteEnv:
         )
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        terminate(self.process)
 
 
 def azurite_command() -> list[str]:

@@ -9,7 +9,6 @@ install` installs podman, runc and busybox-static.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import resource
@@ -22,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
+from tests.processes import terminate
 
 INSTALL_HINT = "run `bash scripts/podman-test-env.sh install`"
 BOT_IMAGE = "localhost/botsched-test-bot:latest"
@@ -84,7 +85,7 @@ class PodmanEnv:
         try:
             self.podman("rm", "--all", "--force", "--time", "0", timeout=120)
         finally:
-            _terminate(self.process)
+            terminate(self.process)
 
 
 def start_podman(tmp: Path) -> PodmanEnv:
@@ -126,7 +127,7 @@ def start_podman(tmp: Path) -> PodmanEnv:
     try:
         _wait_for_ping(pod, log_path)
     except BaseException:
-        _terminate(process)
+        terminate(process)
         raise
     return pod
 
@@ -329,15 +330,3 @@ def _wait_for_ping(pod: PodmanEnv, log_path: Path) -> None:
         f"podman system service did not answer {pod.api}/_ping within {START_TIMEOUT:.0f}s "
         f"({last}); log: {log_path.read_text(errors='replace').strip()}"
     )
-
-
-def _terminate(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
-        process.wait(timeout=10)
