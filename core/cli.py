@@ -88,7 +88,7 @@ async def _drain(settings: Settings, once: bool) -> None:
     try:
         scheduler = await runtime.scheduler()
         while True:
-            report = await scheduler.drain_once()
+            report = await scheduler.tick()
             print(
                 json.dumps(report.model_dump(exclude_defaults=True) or {"idle": True}), flush=True
             )

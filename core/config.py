@@ -54,6 +54,14 @@ _VARIABLES: dict[str, tuple[str, tuple[str, ...]]] = {
     "SCHEDULER_RATE_LIMIT_BURST": ("rate_limit_burst", ()),
     "SCHEDULER_ALLOWED_MEETING_HOSTS": ("allowed_meeting_hosts", ()),
     "SCHEDULER_MEETING_PLATFORMS_ONLY": ("meeting_platforms_only", ()),
+    "SCHEDULER_WEBHOOK_ALLOW_PRIVATE": ("webhook_allow_private", ()),
+    "SCHEDULER_WEBHOOK_RETRY_SCHEDULE": ("webhook_retry_schedule", ()),
+    "SCHEDULER_WEBHOOK_TIMEOUT_SECONDS": ("webhook_timeout_seconds", ()),
+    "SCHEDULER_WEBHOOK_DISABLE_AFTER_SECONDS": ("webhook_disable_after_seconds", ()),
+    "SCHEDULER_WEBHOOK_CONCURRENCY": ("webhook_concurrency", ()),
+    "SCHEDULER_WEBHOOK_SECRET_OVERLAP_SECONDS": ("webhook_secret_overlap_seconds", ()),
+    "SCHEDULER_SECRETS_KEY": ("secrets_key", ()),
+    "SCHEDULER_PUBLIC_URL": ("public_url", ()),
     "BOT_COMMAND": ("bot_command", ()),
     "BOT_STOP_GRACE_SECONDS": ("stop_grace_seconds", ()),
     "RECORDINGS_PATH": ("recordings_path", ()),
@@ -126,6 +134,19 @@ class Settings(BaseModel):
     rate_limit_burst: int = Field(default=100, ge=1)
     allowed_meeting_hosts: tuple[str, ...] = ()
     meeting_platforms_only: bool = False
+    # webhooks (core/webhooks/): private targets and http to loopback for local use only; the
+    # delays before each attempt (the first at once, then Recall's schedule, about a day)
+    webhook_allow_private: bool = False
+    webhook_retry_schedule: tuple[float, ...] = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    webhook_disable_after_seconds: float = Field(default=5 * 86400, gt=0)
+    webhook_concurrency: int = Field(default=16, ge=1, le=256)
+    webhook_secret_overlap_seconds: float = Field(default=86400, ge=0)
+    # encrypts the signing secrets kept in the store (32 bytes, base64); unset: kept as they are
+    secrets_key: str | None = Field(default=None, repr=False)
+    # where bots reach this scheduler to report their status; unset: they report elsewhere or
+    # not at all (`make run` sets it to its own address)
+    public_url: str | None = None
     bot_command: str | None = None
     stop_grace_seconds: float = Field(default=10.0, ge=0)
     recordings_path: Path = Path("recordings")
@@ -156,6 +177,22 @@ class Settings(BaseModel):
     @classmethod
     def _lowercase(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
+
+    @field_validator("webhook_retry_schedule", mode="before")
+    @classmethod
+    def _schedule(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = tuple(item.strip() for item in value.split(",") if item.strip())
+        if not value or any(float(delay) < 0 for delay in value):
+            raise ValueError("a comma-separated list of seconds >= 0, one per attempt")
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL")
+        return value.rstrip("/") if value else value
 
     @field_validator("default_cpu")
     @classmethod

@@ -24,6 +24,7 @@ from core.errors import BackendError, Conflict, StartRefused
 from core.faults import FAULTS
 from core.models import DrainReport, ExecutionRef, Job, JobState
 from core.transitions import Transitions
+from core.webhooks.bot_status import new_token, token_hash, wants_callback, with_callback
 
 log = logging.getLogger("botsched.scheduler")
 
@@ -97,13 +98,18 @@ class Dispatching(Transitions):
                 break
             if not budget.fits(job.tenant) or _past(job.deadline, moment):
                 continue
-            owned = await self._claim_one(job, until, report)
+            owned = await self._claim_one(job, until, report, self._bot_token(job))
             if owned is not None:
                 claimed.append(owned)
                 budget.take(job.tenant)
         return claimed
 
-    async def _claim_one(self, job: Job, until: datetime, report: DrainReport) -> Job | None:
+    async def _claim_one(
+        self, job: Job, until: datetime, report: DrainReport, token: str | None = None
+    ) -> Job | None:
+        """Claim `job`; with a `token`, the run this claim starts reports its status with it
+        (the job keeps its hash: core/webhooks/bot_status.py)."""
+        fields = {"botTokenHash": token_hash(token)} if token else {}
         return await self._try_write(
             job,
             report,
@@ -111,7 +117,14 @@ class Dispatching(Transitions):
             attempts=job.attempts + 1,
             leaseOwner=self.owner,
             leaseUntil=until,
+            **fields,
         )
+
+    def _bot_token(self, job: Job) -> str | None:
+        if not wants_callback(job, self.settings):
+            return None
+        token = self._bot_tokens[job.id] = new_token()
+        return token
 
     async def _verify(self, claimed: list[Job], report: DrainReport) -> list[Job]:
         """Keep the claims that fit the caps beside every other active job; undo the rest."""
@@ -135,6 +148,7 @@ class Dispatching(Transitions):
 
     async def _undo(self, job: Job, report: DrainReport) -> None:
         """Put a claim back before anything was started for it: it never held a run."""
+        self._bot_tokens.pop(job.id, None)
         undone = await self._try_write(
             job,
             report,
@@ -171,8 +185,10 @@ class Dispatching(Transitions):
         if time.monotonic() - claimed_at > self.settings.claim_ttl_seconds / 2:
             await self._undo(job, report)
             return 0
+        token = self._bot_tokens.pop(job.id, None)
+        started = with_callback(job, token, self.settings) if token else job
         try:
-            ref = await self.backend.start(job)
+            ref = await self.backend.start(started)
         except Exception as exc:  # any failure to start is retried, never lost
             return await self._start_failed(job, exc, report)
         FAULTS.point("after_start")

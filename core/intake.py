@@ -22,7 +22,11 @@ SNAKE_CASE_ROUTE = "/api/scheduler/meetings"
 
 def parse_job(data: Any, settings: Settings, now: datetime) -> tuple[JobSpec, list[str]]:
     """The job a body asks for, and warnings about what in it was ignored."""
-    context = {"meeting_policy": settings.meeting_policy, "now": now}
+    context = {
+        "meeting_policy": settings.meeting_policy,
+        "now": now,
+        "webhook_allow_private": settings.webhook_allow_private,
+    }
     spec = parse_model(JobSpec, data, context)
     return spec, _unknown_fields(data)
 

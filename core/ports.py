@@ -6,20 +6,48 @@ they see. Every write of a job is a compare-and-set on the version the store han
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
 from core.models import Execution, ExecutionRef, Job, JobState, Page
+from core.records import Record
 
 
-class JobStore(Protocol):
+class RecordStore(Protocol):
+    """The records a JobStore keeps beside its jobs (core/records.py). Every JobStore is one:
+    `create` and `update` of JobStore take `records` too, written in the same atomic write."""
+
+    async def put_record(self, record: Record, expected_version: str | None) -> Record:
+        """Insert (`expected_version` None: Conflict when the key exists) or compare-and-set
+        (Conflict when the stored version differs, NotFound when the record is gone); returns
+        the record with its new version."""
+
+    async def get_record(self, kind: str, key: str) -> Record | None: ...
+
+    async def scan_records(
+        self, kind: str, prefix: str, limit: int, after: str | None = None
+    ) -> list[Record]:
+        """Records of `kind` whose key starts with `prefix` (and is > `after`), in key order,
+        at most `limit`, reading O(limit) rows."""
+
+    async def due_records(self, kind: str, now_ms: int, limit: int) -> list[Record]:
+        """Records of `kind` with `due` <= now_ms, by (due, key), at most `limit`, through an
+        index."""
+
+    async def delete_record(self, kind: str, key: str) -> None:
+        """Remove the record; a missing one is not an error."""
+
+
+class JobStore(RecordStore, Protocol):
     async def open(self) -> None:
         """Create tables, indexes or clients; safe to call more than once."""
 
     async def close(self) -> None: ...
 
-    async def create(self, job: Job) -> Job:
-        """Insert a new job and return it with its version.
+    async def create(self, job: Job, records: Sequence[Record] = ()) -> Job:
+        """Insert a new job and return it with its version; `records` (new ones: their keys
+        must be free) are inserted in the same atomic write, or none is.
 
         Raises DuplicateKey (carrying the existing job) when the tenant already has a job with the
         same dedupKey or idempotencyKey; the check and the insert are one atomic step. Raises
@@ -49,9 +77,10 @@ class JobStore(Protocol):
 
     async def counts(self, tenant: str | None = None) -> dict[JobState, int]: ...
 
-    async def update(self, job: Job, expected_version: str) -> Job:
+    async def update(self, job: Job, expected_version: str, records: Sequence[Record] = ()) -> Job:
         """Write `job` if the stored version is still `expected_version`; return it with its new
-        version. Raises Conflict otherwise (and NotFound if the job is gone)."""
+        version. Raises Conflict otherwise (and NotFound if the job is gone). `records` are
+        inserted in the same atomic write: all of them with the job, or nothing."""
 
     async def acquire_lease(self, name: str, owner: str, until: datetime, now: datetime) -> bool:
         """Take or renew the named lease if it is free, expired or already `owner`'s."""

@@ -45,6 +45,7 @@ from core.routing import method_route, on_method_not_allowed, query_once
 from core.runtime import Runtime
 from core.scheduler import Scheduler
 from core.values import new_job_id
+from core.webhook_routes import WebhookRoutes
 
 log = logging.getLogger("botsched.api")
 
@@ -102,14 +103,15 @@ def _lifespan(
 ) -> Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]]:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        task = None
+        tasks = []
         if drain_every:
             scheduler = await runtime.scheduler()
-            task = asyncio.create_task(drain_forever(scheduler, drain_every))
+            tasks.append(asyncio.create_task(drain_forever(scheduler, drain_every)))
+            tasks.append(asyncio.create_task(deliver_forever(scheduler, drain_every)))
         try:
             yield
         finally:
-            if task is not None:
+            for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -132,6 +134,21 @@ async def drain_forever(scheduler: Scheduler, every: float) -> None:
         await (wait_ended(every) if wait_ended else asyncio.sleep(every))
 
 
+async def deliver_forever(scheduler: Scheduler, every: float) -> None:
+    """The local server's webhook deliveries, apart from the drain so that neither waits for
+    the other: a round per interval, or as soon as a write made events."""
+    while True:
+        scheduler.outbox_written.clear()
+        try:
+            report = await scheduler.deliverer.run_once()
+            if report.delivered or report.failed or report.dead:
+                log.info("webhooks: %s", report.model_dump(exclude_defaults=True))
+        except Exception:
+            log.exception("webhook delivery failed; trying again next interval")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(scheduler.outbox_written.wait(), every)
+
+
 class Routes:
     def __init__(self, settings: Settings, runtime: Runtime) -> None:
         self.settings = settings
@@ -150,6 +167,7 @@ class Routes:
             method_route(jobs + "/{jobId}/logs", GET=self.job_logs),
             method_route("/api/scheduler/stats", GET=self.stats),
             method_route("/api/scheduler/meetings", POST=self.submit_meeting),
+            *WebhookRoutes(self.settings, self._scheduler).table(),
             Route("/", self.info, methods=["GET"]),
             Route("/health", self.health, methods=["GET"]),
             Route("/metrics", self.metrics, methods=["GET"]),
@@ -373,4 +391,4 @@ def _dispatch_soon(scheduler: Scheduler) -> BackgroundTask:
     return BackgroundTask(dispatch)
 
 
-__all__ = ["Routes", "build_app", "drain_forever"]
+__all__ = ["Routes", "build_app", "deliver_forever", "drain_forever"]

@@ -89,6 +89,7 @@ class Runtime:
 
     async def close(self) -> None:
         if self._scheduler is not None:
+            await self._scheduler.deliverer.close()
             await self._scheduler.backend.close()
             await self._scheduler.store.close()
             self._scheduler = None

@@ -11,6 +11,7 @@ core/lifecycle.py). See "How it schedules" in the README.
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -18,13 +19,19 @@ from typing import Any
 
 from core.config import Settings
 from core.dispatch import DISPATCH_LEASE
-from core.errors import Conflict, DuplicateKey, JobFinished, NotFound
+from core.errors import Conflict, DuplicateKey, JobFinished, NotFound, ValidationFailed
+from core.events import outbox
 from core.lifecycle import Lifecycle
 from core.models import DrainReport, Job, JobSpec, JobState, Page, utcnow
 from core.ports import Backend, JobStore
 from core.values import new_job_id
+from core.webhooks.bot_status import BotReport, check_report, report_fields
+from core.webhooks.delivery import Deliverer
+from core.webhooks.endpoints import JOB_URLS
+from core.webhooks.service import Webhooks
 
 CANCEL_ATTEMPTS = 5
+log = logging.getLogger("botsched.scheduler")
 __all__ = ["DISPATCH_LEASE", "Scheduler"]
 
 
@@ -45,6 +52,8 @@ class Scheduler(Lifecycle):
         self._dispatch_lock = asyncio.Lock()
         self._dispatch_wanted = False
         self._drain_lock = asyncio.Lock()
+        self.deliverer = Deliverer(store, settings, clock)
+        self.webhooks = Webhooks(store, settings, clock, self.deliverer)
 
     # -- client operations -------------------------------------------------------------------
 
@@ -70,12 +79,26 @@ class Scheduler(Lifecycle):
             updatedAt=now,
             notBefore=spec.joinAt - lead if spec.joinAt else now,
         )
+        if spec.webhookUrl is not None:
+            await self._check_job_secret(tenant)
+        job, events = outbox(None, job, now)
         try:
-            created = await self.store.create(job)
+            created = await self.store.create(job, events)
         except DuplicateKey as duplicate:
             return duplicate.existing, False
         self.events["submitted"] += 1
+        self.outbox_written.set()
         return created, True
+
+    async def _check_job_secret(self, tenant: str) -> None:
+        try:
+            await self.webhooks.get(tenant, JOB_URLS)
+        except NotFound:
+            raise ValidationFailed(
+                "webhookUrl: create the secret its deliveries are signed with first: "
+                "POST /api/scheduler/webhooks/job-secret",
+                fields=["webhookUrl"],
+            ) from None
 
     async def get(self, tenant: str | None, job_id: str) -> Job:
         """The job, if `tenant` may see it (None: any tenant). Another tenant's job is a 404."""
@@ -115,6 +138,21 @@ class Scheduler(Lifecycle):
                 return stopping
         raise Conflict(f"job {job_id} kept changing; try again")
 
+    async def job_events(self, tenant: str | None, job_id: str) -> list[dict[str, Any]]:
+        """The job's timeline: every event written for it, in order."""
+        job = await self.get(tenant, job_id)
+        return await self.webhooks.events(job.id)
+
+    async def report_bot_status(self, body: BotReport, token: str | None) -> Job:
+        """Record what a job's bot says of itself (core/webhooks/bot_status.py)."""
+        for _ in range(CANCEL_ATTEMPTS):
+            job = check_report(await self.store.get(body.data.bot_id), token)
+            try:
+                return await self._write(job, **report_fields(body, self.clock()))
+            except Conflict:
+                continue
+        raise Conflict(f"job {body.data.bot_id} kept changing; try again")
+
     async def logs(self, tenant: str | None, job_id: str, tail: int = 200) -> str:
         job = await self.get(tenant, job_id)
         if job.execution is None:
@@ -153,3 +191,15 @@ class Scheduler(Lifecycle):
             await self._expire(now, report)
             await self.dispatch(now, report)
             return report
+
+    async def tick(self) -> DrainReport:
+        """What a timer does: one drain, then the webhook deliveries that are due (after the
+        dispatch, which never waits for them). A delivery failure is logged, never raised."""
+        report = await self.drain_once()
+        try:
+            delivered = await self.deliverer.run_once()
+        except Exception:
+            log.exception("webhook delivery failed; the next tick tries again")
+        else:
+            report.webhooks = delivered.model_dump(exclude_defaults=True)
+        return report

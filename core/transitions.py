@@ -8,6 +8,7 @@ says it has none, or the claim was undone before any start. See "How it schedule
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from typing import Any
 
 from core.config import Settings
 from core.errors import BackendError, Conflict, ExecutionLost, NotFound
+from core.events import outbox
 from core.faults import FAULTS
 from core.models import DrainReport, ExecutionRef, Job, JobState
 from core.ports import Backend, JobStore
@@ -38,6 +40,8 @@ class Transitions:
         self.owner = owner
         self.clock = clock
         self.events: Counter[str] = Counter()
+        self.outbox_written = asyncio.Event()  # set when a write made events: wakes delivery
+        self._bot_tokens: dict[str, str] = {}  # job id -> the token its claim's bot is given
 
     def _now(self, now: datetime | None) -> datetime:
         """A fresh reading for each step, unless the caller fixed the time (tests)."""
@@ -53,10 +57,15 @@ class Transitions:
     # -- writes ------------------------------------------------------------------------------
 
     async def _write(self, job: Job, **changes: Any) -> Job:
-        """Compare-and-set `changes` onto `job`; raises Conflict when someone else moved first."""
+        """Compare-and-set `changes` onto `job`, with the events they make (core/events.py) in
+        the same write; raises Conflict when someone else moved first."""
         assert job.version is not None, "only stored jobs can be updated"
         changes.setdefault("updatedAt", self.clock())
-        return await self.store.update(job.model_copy(update=changes), job.version)
+        new, events = outbox(job, job.model_copy(update=changes), changes["updatedAt"])
+        written = await self.store.update(new, job.version, events)
+        if events:
+            self.outbox_written.set()
+        return written
 
     async def _try_write(self, job: Job, report: DrainReport, **changes: Any) -> Job | None:
         """`_write`, where losing the race is normal and silent."""

@@ -1,7 +1,8 @@
 """AWS Lambda: one entry point, `handler(event, context)`, for HTTP and for the schedule.
 
 - An EventBridge scheduled event (`"source": "aws.events"`, `"detail-type": "Scheduled Event"`)
-  runs `drain_once` (recover, poll, expire, dispatch) and returns its report as a dict.
+  runs `tick` (a drain: recover, poll, expire, dispatch; then webhook deliveries) and returns its
+  report as a dict.
 - Anything else (API Gateway REST v1, HTTP API v2, a Lambda function URL) goes through mangum to
   the app, which serves it unchanged.
 
@@ -101,7 +102,7 @@ def handle_schedule(event: LambdaEvent, context: Any) -> dict[str, Any]:
     runtime = deployment().runtime
 
     async def drain() -> dict[str, Any]:
-        report = await (await runtime.scheduler()).drain_once()
+        report = await (await runtime.scheduler()).tick()
         return report.model_dump(mode="json")
 
     report = loop.run_until_complete(drain())

@@ -7,9 +7,10 @@
   only `/api/scheduler/...`) reaches the function at its own path.
 - `drain` and `poll`: timer triggers on the schedules named by the app settings
   SCHEDULER_DRAIN_SCHEDULE and SCHEDULER_POLL_SCHEDULE (`%NAME%`: the host resolves them when it
-  indexes the functions, so both settings must exist). Each runs `drain_once` (recover, poll,
-  expire, dispatch). `poll` is the same call on its own, usually shorter, period: a finished run
-  frees capacity, and dispatching right then starts the next job without waiting for `drain`.
+  indexes the functions, so both settings must exist). Each runs `tick` (a drain: recover, poll,
+  expire, dispatch; then the webhook deliveries that are due). `poll` is the same call on its
+  own, usually shorter, period: a finished run frees capacity, and dispatching right then
+  starts the next job without waiting for `drain`.
   Overlapping drains are safe (DESIGN.md, "Dispatch, poll, recover").
 
 `function_app.py`, beside host.json, imports `app` from here; the worker indexes it at import.
@@ -134,12 +135,12 @@ async def _lifespan(receive: Receive, send: Send) -> None:
 
 
 async def run_drain(function: str, timer: func.TimerRequest) -> DrainReport:
-    """One `drain_once` for the timer function `function`. A ConfigError or a failed drain
+    """One `tick` for the timer function `function`. A ConfigError or a failed drain
     propagates: the invocation fails visibly, and the next tick tries again."""
     if timer.past_due:
         log.warning("%s: the timer is past due (the host was down or busy); draining now", function)
     scheduler = await deployment().runtime.scheduler()
-    report = await scheduler.drain_once()
+    report = await scheduler.tick()
     if report.dispatched or report.completed or report.failed or report.retried or report.expired:
         log.info("%s: %s", function, report.model_dump(exclude_defaults=True))
     return report

@@ -2,7 +2,8 @@
 
 `Default` is a `WorkerEntrypoint` (the workers SDK). `fetch` serves the same Starlette app as every
 other platform through the SDK's ASGI bridge (`asgi.fetch(app, request, env)`); `scheduled` (the
-cron triggers in wrangler.toml) runs one `drain_once`: recover, poll, expire and dispatch.
+cron triggers in wrangler.toml) runs one `tick`: recover, poll, expire and dispatch, then the
+webhook deliveries that are due.
 
 Settings come from the Worker's bindings (`[vars]` and secrets, which are strings), never from
 `os.environ`. Cloudflare defaults fill what is unset: SCHEDULER_STORE=d1 and PLATFORM=cloudflare,
@@ -128,7 +129,7 @@ def config_error_app(message: str) -> Any:
 async def drain(env: Any) -> dict[str, Any]:
     """One drain (recover, poll, expire, dispatch); its report as JSON-ready dict."""
     scheduler = await deployment(env).runtime.scheduler()
-    report = await scheduler.drain_once()
+    report = await scheduler.tick()
     result: dict[str, Any] = report.model_dump(mode="json")
     log.info("drain: %s", result)
     return result

@@ -11,11 +11,12 @@
 - `drain`: a CloudEvent function (`@functions_framework.aio.cloud_event`) for the Pub/Sub message
   Cloud Scheduler publishes on a schedule (Eventarc delivers it as a
   `google.cloud.pubsub.topic.v1.messagePublished` CloudEvent). Every event is one tick: it runs
-  `drain_once` (recover, poll, expire, dispatch); the message's data is not read. Cloud Scheduler
-  fires at most once a minute, so SCHEDULER_TICK_WINDOW_SECONDS (default 0: one drain per tick)
-  lets one tick keep draining every SCHEDULER_POLLING_INTERVAL for that many seconds, to notice
-  finished runs (and start the next job) sooner. Keep it below the schedule's period and the
-  function's timeout. Overlapping ticks are safe (DESIGN.md, "Dispatch, poll, recover").
+  `tick` (recover, poll, expire, dispatch, then due webhook deliveries); the message's data is
+  not read. Cloud Scheduler fires at most once a minute, so SCHEDULER_TICK_WINDOW_SECONDS
+  (default 0: one drain per tick) lets one tick keep draining every SCHEDULER_POLLING_INTERVAL
+  for that many seconds, to notice finished runs (and start the next job) sooner. Keep it below
+  the schedule's period and the function's timeout. Overlapping ticks are safe (DESIGN.md,
+  "Dispatch, poll, recover").
 
 `main.py`, at the source root, imports both; `--entry-point` picks one per deployment. Nothing is
 built at import: the settings (from the environment) and the Runtime are built on the first
@@ -208,7 +209,7 @@ async def run_tick() -> list[DrainReport]:
     every = built.settings.polling_interval
     reports = []
     while True:
-        report = await scheduler.drain_once()
+        report = await scheduler.tick()
         reports.append(report)
         if (
             report.dispatched

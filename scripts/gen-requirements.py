@@ -40,6 +40,7 @@ CEILINGS = {
     "httpx": "1",
     "uvicorn": "1",
     "swagger-ui-bundle-v2": "6",
+    "standardwebhooks": "2",
     "functions-framework": "4",
     "google-cloud-firestore": "3",
     "google-cloud-run": "1",

@@ -188,12 +188,6 @@ def data_name(index: int) -> str:
 def job_entity(job: Job) -> Entity:
     """The job row: the job's JSON (in `data`, `data1`, ... when it exceeds one property) and
     typed copies of the fields an operator filters on."""
-    chunks = split_utf16(job.model_dump_json(exclude={"version"}), CHUNK_UNITS)
-    if len(chunks) > MAX_CHUNKS:
-        raise PayloadTooLarge(
-            f"the job is larger than the Azure Table store keeps ({MAX_CHUNKS * CHUNK_UNITS} "
-            "UTF-16 code units of JSON)"
-        )
     entity: Entity = {
         "PartitionKey": JOBS,
         "RowKey": job_key(job.id),
@@ -205,18 +199,35 @@ def job_entity(job: Job) -> Entity:
         "notBeforeMs": int64(ms(job.notBefore)),
         "createdMs": int64(ms(job.createdAt)),
         "updatedMs": int64(ms(job.updatedAt)),
-        "chunks": len(chunks),
+        **data_columns(job.model_dump_json(exclude={"version"}), "job"),
     }
     if job.deadline is not None:
         entity["deadlineMs"] = int64(ms(job.deadline))
-    for index, chunk in enumerate(chunks):
-        entity[data_name(index)] = chunk
     return entity
 
 
+def data_columns(text: str, what: str) -> Entity:
+    """`text` (JSON) as the columns `chunks`, `data`, `data1`, ...: PayloadTooLarge beyond
+    MAX_CHUNKS (a job's JSON, a record's)."""
+    chunks = split_utf16(text, CHUNK_UNITS)
+    if len(chunks) > MAX_CHUNKS:
+        raise PayloadTooLarge(
+            f"the {what} is larger than the Azure Table store keeps ({MAX_CHUNKS * CHUNK_UNITS} "
+            "UTF-16 code units of JSON)"
+        )
+    columns: Entity = {"chunks": len(chunks)}
+    for index, chunk in enumerate(chunks):
+        columns[data_name(index)] = chunk
+    return columns
+
+
+def data_text(entity: Any) -> str:
+    """The text `data_columns` split."""
+    return "".join(entity[data_name(index)] for index in range(as_int(entity["chunks"])))
+
+
 def job_from_entity(entity: Any) -> Job:
-    text = "".join(entity[data_name(index)] for index in range(as_int(entity["chunks"])))
-    job = Job.model_validate_json(text)
+    job = Job.model_validate_json(data_text(entity))
     job.version = entity.metadata["etag"]
     return job
 

@@ -10,6 +10,8 @@ it covers one partition. So everything that must change together lives in ONE pa
     a|{id}                                   active index (provisioning and running jobs)
     l|{tenant}|{inverted createdMs}|{~id}    list index, newest first, one per tenant ...
     l|*|{inverted createdMs}|{~id}           ... and one across tenants; both carry the state
+    r|{kind}|{key}                           a record (core/records.py): its JSON, `due` if any
+    u|{kind}|{due:015d}|{key}                due index of the records (core/stores/azure_records.py)
 
 Every create and update is one transaction in that partition: the job row (create, or replace
 conditioned on its ETag), the key rows it gains (create: a taken key fails the whole transaction,
@@ -19,7 +21,9 @@ diffs the stored job's rows against the new job's). So the indexes never disagre
 An update needs the stored job to know its old rows: the one this store last read or wrote at the
 version the caller holds (it remembers the latest of each job, bounded), else it reads the job row
 first (a stale version fails right there). Its transaction is conditioned on that version: a 412
-is a Conflict, so a remembered job can never stand in for a row that changed.
+is a Conflict, so a remembered job can never stand in for a row that changed. The records written
+with a job are created in its transaction (a taken record key fails it: Conflict, where a taken
+dedup key is a DuplicateKey), so at most 100 rows change at once (PayloadTooLarge beyond).
 
 The version is the job row's ETag. `due`, `expiring`, `active` and `list_jobs` read a RowKey range
 of the partition in the service's order (PartitionKey, RowKey) page by page and stop once they have
@@ -42,7 +46,7 @@ import asyncio
 import contextlib
 import re
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -50,7 +54,11 @@ from urllib.parse import urlparse
 from core.config import Settings
 from core.errors import BadRequest, ConfigError, Conflict, DuplicateKey, NotFound
 from core.models import Job, JobState, Page, to_ms
+from core.records import Record
 from core.stores import azure_index as ix
+from core.stores.azure_records import AzureRecords, insert_ops, record_taken
+from core.stores.azure_rows import JOBS_FILTER as _JOBS
+from core.stores.azure_rows import TRIES
 from core.stores.cursor import decode_cursor, encode_cursor
 
 if TYPE_CHECKING:
@@ -58,10 +66,8 @@ if TYPE_CHECKING:
     from azure.data.tables.aio import TableClient, TableServiceClient
 
 DEFAULT_TABLE = "botschedjobs"
-TRIES = 5
 SEEN_MAX = 10_000  # jobs whose latest version read or written is remembered
 _TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$")
-_JOBS = f"PartitionKey eq '{ix.JOBS}'"
 
 
 def _default_credential() -> AsyncTokenCredential:
@@ -75,7 +81,7 @@ def _default_credential() -> AsyncTokenCredential:
     return DefaultAzureCredential()
 
 
-class AzureTableStore:
+class AzureTableStore(AzureRecords):
     def __init__(
         self,
         table_name: str = DEFAULT_TABLE,
@@ -90,17 +96,15 @@ class AzureTableStore:
                 "the Azure Table store needs AZURE_STORAGE_CONNECTION_STRING or "
                 "AZURE_STORAGE_ACCOUNT_URL"
             )
+        super().__init__()
         self.table_name = table_name
         self._connection_string = connection_string
         self._account_url = account_url
         self._credential = credential
         self._own_credential: AsyncTokenCredential | None = None
         self._service: TableServiceClient | None = None
-        self._table: TableClient | None = None
         self._lock = asyncio.Lock()
         self._seen: OrderedDict[str, Job] = OrderedDict()  # id -> latest version read or written
-        self.reads = 0  # entities read (query results and point reads): for tests and tuning
-        self.dropped = 0  # stale index rows deleted by readers
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AzureTableStore:
@@ -109,12 +113,6 @@ class AzureTableStore:
             connection_string=settings.azure_storage_connection_string,
             account_url=settings.azure_storage_account_url,
         )
-
-    @property
-    def client(self) -> TableClient:
-        if self._table is None:
-            raise RuntimeError("AzureTableStore is not open")
-        return self._table
 
     async def open(self) -> None:
         async with self._lock:
@@ -155,9 +153,9 @@ class AzureTableStore:
 
     # -- jobs --
 
-    async def create(self, job: Job) -> Job:
+    async def create(self, job: Job, records: Sequence[Record] = ()) -> Job:
         ix.check_id(job.id)
-        return await self._write(None, job, None)
+        return await self._write(None, job, None, records)
 
     async def get(self, job_id: str) -> Job | None:
         try:
@@ -167,7 +165,7 @@ class AzureTableStore:
         entity = await self._get(ix.job_key(job_id))
         return self._remember(ix.job_from_entity(entity)) if entity is not None else None
 
-    async def update(self, job: Job, expected_version: str) -> Job:
+    async def update(self, job: Job, expected_version: str, records: Sequence[Record] = ()) -> Job:
         stored = self._seen.get(job.id)
         if stored is None or stored.version != expected_version:
             stored = await self.get(job.id)
@@ -175,15 +173,18 @@ class AzureTableStore:
             raise NotFound(f"job {job.id} not found", id=job.id)
         if stored.version != expected_version:
             raise Conflict(f"job {job.id} was changed concurrently", id=job.id)
-        return await self._write(stored, job, expected_version)
+        return await self._write(stored, job, expected_version, records)
 
-    async def _write(self, old: Job | None, job: Job, etag: str | None) -> Job:
+    async def _write(
+        self, old: Job | None, job: Job, etag: str | None, records: Sequence[Record]
+    ) -> Job:
         s = ix.sdk()
         missing: set[str] = set()
+        inserts = insert_ops(records)
         for _ in range(TRIES):
-            ops = ix.plan(old, job, etag, frozenset(missing))
+            ops = ix.plan(old, job, etag, frozenset(missing)) + inserts
             try:
-                results = await self.client.submit_transaction(ops)
+                results = await self._submit(ops)
             except s.transaction_error as exc:
                 index = exc.index if 0 <= exc.index < len(ops) else 0
                 op, row, _ = ops[index]
@@ -191,10 +192,10 @@ class AzureTableStore:
                     missing.add(row["RowKey"])  # an index row deleted from outside: skip it
                     continue
                 if index > 0 and exc.status_code == 409 and op == "create":
-                    duplicate = await self._duplicate(row)
-                    if duplicate is None:
+                    taken = record_taken(row) or await self._duplicate(row)
+                    if taken is None:
                         continue  # the key was released meanwhile: try again
-                    raise duplicate from None
+                    raise taken from None
                 error = self._job_error(job, exc.status_code)
                 if error is None:
                     raise  # not a race: a refused write (400, 413, ...) surfaces as it is
@@ -315,19 +316,6 @@ class AzureTableStore:
                 kept.append(job)
         return kept
 
-    async def _drop(self, row: Any) -> None:
-        s = ix.sdk()
-        try:
-            await self.client.delete_entity(
-                ix.JOBS,
-                row["RowKey"],
-                etag=row.metadata["etag"],
-                match_condition=s.match_conditions.IfNotModified,
-            )
-            self.dropped += 1
-        except (s.modified, s.not_found):
-            pass
-
     # -- leases --
 
     async def acquire_lease(self, name: str, owner: str, until: datetime, now: datetime) -> bool:
@@ -368,25 +356,3 @@ class AzureTableStore:
                 etag=held.metadata["etag"],
                 match_condition=s.match_conditions.IfNotModified,
             )
-
-    # -- reading rows --
-
-    async def _get(self, row_key: str, partition: str = ix.JOBS) -> Any:
-        try:
-            entity = await self.client.get_entity(partition, row_key)
-        except ix.sdk().not_found:
-            return None
-        self.reads += 1
-        return entity
-
-    async def _pages(
-        self, query: str, per_page: int, select: list[str] | None = None
-    ) -> AsyncIterator[list[Any]]:
-        """The rows `query` matches, one service page (at most `per_page` rows) at a time."""
-        pages = self.client.query_entities(
-            query, results_per_page=max(per_page, 1), select=select
-        ).by_page()
-        async for page in pages:
-            rows = [row async for row in page]
-            self.reads += len(rows)
-            yield rows

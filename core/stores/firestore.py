@@ -1,12 +1,14 @@
 """A JobStore on Google Cloud Firestore (native mode), through google-cloud-firestore's AsyncClient.
 
-Design. Three collections (FIRESTORE_COLLECTION, default "botsched_jobs"):
+Design. Three collections (FIRESTORE_COLLECTION, default "botsched_jobs"), and one per record kind:
 
     {collection}/{id}                      the job: its JSON in `data`, plus the queried fields
     {collection}_keys/{tenant}|{field}|{key}   a dedupKey / idempotencyKey naming its job
     {collection}_leases/{name}             a lease: owner, until_ms
+    {collection}_rec_{kind}/~{key}         a record (core/records.py): firestore_records.py
 
-Ids are escaped (core/stores/firestore_docs.py `part`): no '/', never '.', '..' or `__x__`.
+Ids are escaped (core/stores/firestore_docs.py `part`): no '/', never '.', '..' or `__x__`
+(a record's id is its key after a '~': keys need no escape).
 
 Versions and compare-and-set. A job's version is its document's update time, as RFC 3339 with
 nanoseconds. Every write is one batched commit (atomic: all its writes or none) whose job write
@@ -17,6 +19,12 @@ holds it; an update creates the keys the job gains and deletes those it lost in 
 A failed precondition is a Conflict (NotFound when the job is gone). The client retries a commit
 answered UNAVAILABLE, which may have been applied: when the retry then fails its precondition and
 the stored job is exactly the one written, that write is ours and succeeds.
+
+The outbox. The records given to `create` or `update` are created (precondition: must not exist)
+in the job's commit, so the job and its records are written together or not at all. A commit
+refused AlreadyExists is told apart by reading: the job id taken is a Conflict, a dedup key
+taken a DuplicateKey, a record key taken a Conflict (checked in that order); a stale job version
+is a Conflict, and no record is written.
 
 Queries, each served by an index (infra/gcp/firestore.indexes.json):
 - `due(k)`: `queue_key >= ""` ordered by `queue_key`, limit k: ONE ordered, limited query on a
@@ -39,14 +47,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from core.config import Settings
 from core.errors import Conflict, DuplicateKey, NotFound
 from core.models import ACTIVE_STATES, Job, JobState, Page, to_ms
+from core.records import Record
 from core.stores import firestore_docs as fd
 from core.stores.cursor import decode_cursor, encode_cursor
+from core.stores.firestore_records import FirestoreRecords
 
 if TYPE_CHECKING:
     from google.cloud.firestore_v1.async_client import AsyncClient
@@ -56,7 +67,7 @@ if TYPE_CHECKING:
 TRIES = 5
 
 
-class FirestoreStore:
+class FirestoreStore(FirestoreRecords):
     def __init__(
         self,
         project: str | None = None,
@@ -133,15 +144,18 @@ class FirestoreStore:
 
     # -- jobs --
 
-    async def create(self, job: Job) -> Job:
+    async def create(self, job: Job, records: Sequence[Record] = ()) -> Job:
         s = fd.sdk()
         ref = self._jobs.document(fd.part(job.id))
         fields = fd.job_fields(job, update=False)
+        creates = self._record_creates(records)
         for _ in range(TRIES):
             batch = self.client.batch()
             batch.create(ref, fields)
             for doc_id, doc in fd.key_docs(job).items():
                 batch.create(self._keys.document(doc_id), doc)
+            for record_ref, record_fields in creates:
+                batch.create(record_ref, record_fields)
             try:
                 results = await batch.commit()
             except s.already_exists:
@@ -153,6 +167,8 @@ class FirestoreStore:
                 duplicate = await self._duplicate(job, set())
                 if duplicate is not None:
                     raise duplicate from None
+                if await self._records_taken(creates):
+                    raise Conflict("a record with this key already exists", id=job.id) from None
                 continue  # the key was released meanwhile: try again
             return job.duplicate(version=fd.version(results[0].update_time))
         raise Conflict(f"job {job.id}: its keys kept changing, try again", id=job.id)
@@ -161,11 +177,12 @@ class FirestoreStore:
         snapshot = await self._get(self._jobs.document(fd.part(job_id)))
         return fd.job_from(snapshot) if snapshot is not None else None
 
-    async def update(self, job: Job, expected_version: str) -> Job:
+    async def update(self, job: Job, expected_version: str, records: Sequence[Record] = ()) -> Job:
         s = fd.sdk()
         ref = self._jobs.document(fd.part(job.id))
         expected = fd.timestamp(expected_version)
         fields = fd.job_fields(job, update=True)
+        creates = self._record_creates(records)
         refused = False  # a commit of ours failed its precondition
         for _ in range(TRIES):
             stored = await self._get(ref)
@@ -184,6 +201,8 @@ class FirestoreStore:
                     batch.create(self._keys.document(doc_id), doc)
             for doc_id in old_keys.keys() - new_keys.keys():
                 batch.delete(self._keys.document(doc_id))
+            for record_ref, record_fields in creates:
+                batch.create(record_ref, record_fields)
             try:
                 results = await batch.commit()
             except (s.failed_precondition, s.not_found):
@@ -193,6 +212,13 @@ class FirestoreStore:
                 duplicate = await self._duplicate(job, set(old_keys))
                 if duplicate is not None:
                     raise duplicate from None
+                taken = await self._records_taken(creates)
+                if taken is None:  # every record is this commit's: applied, then retried
+                    stored = await self._get(ref)
+                    if stored is not None and stored.get("data") == fields["data"]:
+                        return fd.job_from(stored)
+                if taken is not False:
+                    raise Conflict("a record with this key already exists", id=job.id) from None
                 continue  # the key was released meanwhile: try again
             return job.duplicate(version=fd.version(results[0].update_time))
         raise Conflict(f"job {job.id} was changed concurrently", id=job.id)

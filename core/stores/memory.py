@@ -9,24 +9,27 @@ submit costs no more with a million jobs kept than with ten.
 (jobs not due yet wait in an index by time and join it when their time comes), `expiring` walks
 an index of deadlines, `active` reads a set of ids and `counts` a counter, so none of them grows
 with the queue, nor does a write (sorted_keys.py); the listings scan a small record per job.
+Records (events, webhooks, deliveries) are memory_records.py's.
 """
 
 from __future__ import annotations
 
 import heapq
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from core.errors import Conflict, DuplicateKey, NotFound
 from core.models import ACTIVE_STATES, MAX_PRIORITY, Job, JobState, Page, to_ms
+from core.records import Record
 from core.stores.cursor import decode_cursor, encode_cursor
+from core.stores.memory_records import MemoryRecords
 from core.stores.sorted_keys import SortedKeys
 
 _KEY_FIELDS = ("dedupKey", "idempotencyKey")
 
 KeyEntry = tuple[str, str, str]  # (field, tenant, key)
-Record = tuple[str, str, int, str]  # (tenant, status, created ms, version): what listings read
+Listing = tuple[str, str, int, str]  # (tenant, status, created ms, version): what listings read
 
 # Index keys are strings that sort as the index must: fixed-width numbers, then the job id (one
 # string comparison each, where a tuple of equal numbers compares element by element).
@@ -48,10 +51,11 @@ def _deadline_key(job: Job) -> str | None:
     return f"{_ms(job.deadline):015d}{job.id}" if job.deadline is not None else None
 
 
-class MemoryStore:
+class MemoryStore(MemoryRecords):
     def __init__(self) -> None:
+        super().__init__()
         self._data: dict[str, str] = {}  # id -> the job's JSON, its version included
-        self._records: dict[str, Record] = {}  # id -> what listings and version checks read
+        self._records: dict[str, Listing] = {}  # id -> what listings and version checks read
         self._keys: dict[KeyEntry, str] = {}  # -> id of the job holding that key
         self._leases: dict[str, tuple[str, int]] = {}  # name -> (owner, until ms)
         # queue keys of the queued jobs due by the horizon, the latest `now` given to `due` (in
@@ -69,14 +73,16 @@ class MemoryStore:
     async def close(self) -> None:
         return None
 
-    async def create(self, job: Job) -> Job:
+    async def create(self, job: Job, records: Sequence[Record] = ()) -> Job:
         if job.id in self._data:
             raise Conflict(f"job {job.id} already exists", id=job.id)
         self._check_keys(job)
+        self._check_new(records)
         created = job.model_copy(update={"version": "1"})  # the store keeps only its JSON
         self._put(created)
         self._index_keys(created)
         self._index_state(created)
+        self._insert(records)
         return created
 
     async def get(self, job_id: str) -> Job | None:
@@ -132,13 +138,14 @@ class MemoryStore:
                 counts[status] += count
         return counts
 
-    async def update(self, job: Job, expected_version: str) -> Job:
+    async def update(self, job: Job, expected_version: str, records: Sequence[Record] = ()) -> Job:
         record = self._records.get(job.id)
         if record is None:
             raise NotFound(f"job {job.id} not found", id=job.id)
         if record[3] != expected_version:
             raise Conflict(f"job {job.id} was changed concurrently", id=job.id)
         self._check_keys(job, ignore=job.id)
+        self._check_new(records)
         stored = self._load(job.id)
         updated = job.model_copy(update={"version": str(int(expected_version) + 1)})
         self._unindex_keys(stored)
@@ -146,6 +153,7 @@ class MemoryStore:
         self._put(updated)
         self._index_keys(updated)
         self._index_state(updated)
+        self._insert(records)
         return updated
 
     async def acquire_lease(self, name: str, owner: str, until: datetime, now: datetime) -> bool:

@@ -60,3 +60,13 @@ class SortedKeys:
         else:
             del self._chunks[index]
             del self._maxes[index]
+
+    def iter_from(self, start: str) -> Iterator[str]:
+        """The keys >= `start`, in order."""
+        index = bisect_left(self._maxes, start)
+        if index == len(self._chunks):
+            return
+        chunk = self._chunks[index]
+        yield from chunk[bisect_left(chunk, start) :]
+        for chunk in self._chunks[index + 1 :]:
+            yield from chunk

@@ -2,9 +2,13 @@
 
 Each call runs on the event loop's own connection, or in a worker thread when it would wait
 (sqlite_connections.py: where calls run, and `synchronous`, what a commit survives). Connections
-are in autocommit mode and every write is one statement, so each write is one transaction, atomic,
-and compare-and-set holds across connections and processes sharing the file (WAL). The SQL is
-plain SQLite, kept within what Cloudflare D1 accepts.
+are in autocommit mode and a write is one statement, so each write is one transaction, atomic,
+and compare-and-set holds across connections and processes sharing the file (WAL). The exception:
+a job created or updated with records (its events: the outbox) is written with them in one
+explicit transaction, in the same synchronous call, so all commit or none does. The SQL is plain
+SQLite, kept within what Cloudflare D1 accepts.
+
+Records (core/records.py) are a table of their own: sql_records.py has their SQL and calls.
 
 The job itself is kept as JSON in `data` (without its version); the other columns are copies of
 its fields that the indexes need.
@@ -20,14 +24,17 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from core.errors import Conflict, DuplicateKey, NotFound
 from core.models import Job, JobState, Page, to_ms
+from core.records import Record
+from core.stores import sql_records
 from core.stores.cursor import decode_cursor, encode_cursor
-from core.stores.sqlite_connections import Connections, Synchronous
+from core.stores.sqlite_connections import Connections, Synchronous, transaction
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS jobs (
@@ -64,6 +71,7 @@ SCHEMA = (
         owner TEXT NOT NULL,
         until_ms INTEGER NOT NULL
     )""",
+    *sql_records.RECORDS_SCHEMA,
 )
 
 _COLUMNS = (
@@ -155,8 +163,8 @@ class SqliteStore:
     async def close(self) -> None:
         await self._db.close()
 
-    async def create(self, job: Job) -> Job:
-        return await self._db.write(_create, job)
+    async def create(self, job: Job, records: Sequence[Record] = ()) -> Job:
+        return await self._db.write(_create, job, tuple(records))
 
     async def get(self, job_id: str) -> Job | None:
         rows = await self._db.read(_query, "SELECT data, version FROM jobs WHERE id = ?", job_id)
@@ -195,8 +203,8 @@ class SqliteStore:
             counts[JobState(status)] = count
         return counts
 
-    async def update(self, job: Job, expected_version: str) -> Job:
-        return await self._db.write(_update, job, expected_version)
+    async def update(self, job: Job, expected_version: str, records: Sequence[Record] = ()) -> Job:
+        return await self._db.write(_update, job, expected_version, tuple(records))
 
     async def acquire_lease(self, name: str, owner: str, until: datetime, now: datetime) -> bool:
         params = (name, owner, to_ms(until), to_ms(now))
@@ -205,23 +213,61 @@ class SqliteStore:
     async def release_lease(self, name: str, owner: str) -> None:
         await self._db.write(_execute, RELEASE_LEASE_SQL, name, owner)
 
+    async def put_record(self, record: Record, expected_version: str | None) -> Record:
+        return await self._db.write(sql_records.put_record, record, expected_version)
+
+    async def get_record(self, kind: str, key: str) -> Record | None:
+        return await self._db.read(sql_records.get_record, kind, key)
+
+    async def scan_records(
+        self, kind: str, prefix: str, limit: int, after: str | None = None
+    ) -> list[Record]:
+        return await self._db.read(sql_records.scan_records, kind, prefix, limit, after)
+
+    async def due_records(self, kind: str, now_ms: int, limit: int) -> list[Record]:
+        return await self._db.read(sql_records.due_records, kind, now_ms, limit)
+
+    async def delete_record(self, kind: str, key: str) -> None:
+        await self._db.write(sql_records.delete_record, kind, key)
+
 
 # -- synchronous parts, run on either connection (sqlite_connections.py) ---------------------
 
 
-def _create(db: sqlite3.Connection, job: Job) -> Job:
-    try:
-        _execute(db, INSERT_SQL, job.id, *row_values(job))
-    except sqlite3.IntegrityError:
-        raise _duplicate(db, job) from None
+def _create(db: sqlite3.Connection, job: Job, records: tuple[Record, ...]) -> Job:
+    if not records:
+        _insert(db, job)
+    else:
+        with transaction(db):
+            _insert(db, job)
+            sql_records.insert_records(db, records)
     return job.duplicate(version="1")
 
 
-def _update(db: sqlite3.Connection, job: Job, expected_version: str) -> Job:
+def _update(
+    db: sqlite3.Connection, job: Job, expected_version: str, records: tuple[Record, ...]
+) -> Job:
     try:
         expected = int(expected_version)
     except ValueError:
         expected = -1  # no stored version can match
+    if not records:
+        _compare_and_set(db, job, expected)
+    else:
+        with transaction(db):
+            _compare_and_set(db, job, expected)
+            sql_records.insert_records(db, records)
+    return job.duplicate(version=str(expected + 1))
+
+
+def _insert(db: sqlite3.Connection, job: Job) -> None:
+    try:
+        _execute(db, INSERT_SQL, job.id, *row_values(job))
+    except sqlite3.IntegrityError:
+        raise _duplicate(db, job) from None
+
+
+def _compare_and_set(db: sqlite3.Connection, job: Job, expected: int) -> None:
     try:
         changed = _execute(db, UPDATE_SQL, *row_values(job), job.id, expected)
     except sqlite3.IntegrityError:
@@ -230,7 +276,6 @@ def _update(db: sqlite3.Connection, job: Job, expected_version: str) -> Job:
         if not _query(db, "SELECT 1 FROM jobs WHERE id = ?", job.id):
             raise NotFound(f"job {job.id} not found", id=job.id)
         raise Conflict(f"job {job.id} was changed concurrently", id=job.id)
-    return job.duplicate(version=str(expected + 1))
 
 
 def _query(db: sqlite3.Connection, sql: str, *params: Any) -> list[Row]:

@@ -3,9 +3,10 @@
 A point read or write takes tens of microseconds: less than a hop to a worker thread. So it runs
 on the event loop's own connection, which never waits for a lock (busy_timeout 0). When that
 connection is in use or the file is busy (another connection, maybe another process, is writing),
-the call has done nothing (every statement is its own transaction) and runs again in a worker
-thread on the connection that waits up to BUSY_TIMEOUT_MS. Calls that may read many rows, and
-writes when every commit syncs to disk (`full`), always run in the thread.
+the call has done nothing (every statement is its own transaction, and a call that writes more
+than one statement runs them in `transaction`, which takes the write lock first) and runs again
+in a worker thread on the connection that waits up to BUSY_TIMEOUT_MS. Calls that may read many
+rows, and writes when every commit syncs to disk (`full`), always run in the thread.
 
 Both connections are in autocommit mode and WAL. `synchronous` is SQLite's: `normal` (the
 default) syncs the WAL to disk at checkpoints only, so a commit survives the process being killed
@@ -21,7 +22,8 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Concatenate, Literal, ParamSpec, TypeVar
 
@@ -65,6 +67,22 @@ def _enable_wal(connection: sqlite3.Connection) -> None:
 def is_busy(exc: sqlite3.OperationalError) -> bool:
     """SQLITE_BUSY (any extended code): another connection holds the lock; nothing was done."""
     return exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+
+
+@contextmanager
+def transaction(connection: sqlite3.Connection) -> Iterator[None]:
+    """Run the block as one transaction on the (autocommit) connection, within one synchronous
+    call: all of its writes commit together, or none on any error. BEGIN IMMEDIATE takes the
+    write lock at once, so a busy file fails it before anything is done (and the call runs again
+    in the thread, as any other), never halfway through."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        connection.execute("COMMIT")
+    except BaseException:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise
 
 
 class _Wait(Exception):
