@@ -107,9 +107,16 @@ ix --field-config field-path=tenant,order=ascending --field-config field-path=st
    --field-config field-path=created_ms,order=descending --field-config field-path=id,order=descending
 ix --field-config field-path=deadline_queued_ms,order=ascending \
    --field-config field-path=id,order=ascending
-# `data` (the job's JSON) is never queried: no single-field indexes on it.
+# `data` (the job's JSON) is never queried: no single-field indexes on it; nor on the records'
+# `data` and `write` (events, webhooks, deliveries, attempts: one collection each).
 g firestore indexes fields update data --database '(default)' --collection-group "$COLLECTION" \
   --disable-indexes --async >/dev/null
+for kind in event webhook delivery attempt; do
+  for field in data write; do
+    g firestore indexes fields update "$field" --database '(default)' \
+      --collection-group "${COLLECTION}_rec_$kind" --disable-indexes --async >/dev/null
+  done
+done
 
 step "Cloud Run job $JOB (one task, no retries: the scheduler retries), run as $BOT_SA"
 if exists g run jobs describe "$JOB" --region "$REGION"; then
