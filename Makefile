@@ -23,8 +23,10 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# the demo bots report their status to the server itself: SCHEDULER_PUBLIC_URL, when unset, is
+# its own address (only on loopback with PLATFORM=process; a value you set is kept)
 run: setup
-	$(BIN)/botsched serve
+	$(BIN)/botsched serve --own-public-url
 
 # Azurite (npm) for the Azure Table store tests: installed once into ./.azurite
 $(AZURITE_STAMP):

@@ -1,4 +1,5 @@
-"""`botsched`: run the scheduler, drain its queue, and talk to its API from a shell.
+"""`botsched`: run the scheduler, drain its queue, and talk to its API from a shell (jobs here;
+a job's events and the webhook endpoints in core/cli_webhooks.py).
 
 Exit codes: 0 done; 1 the API answered an error (or a waited-for job did not complete);
 2 a usage error, a setting that stops serve or drain from starting, or no server to talk to.
@@ -61,8 +62,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from handlers.local import serve
 
     overrides = {"HOST": args.host, "PORT": args.port and str(args.port)}
+    settings = settings_with({k: v for k, v in overrides.items() if v})
     try:
-        serve(settings_with({k: v for k, v in overrides.items() if v}))
+        serve(settings, own_public_url=args.own_public_url)
     except SchedulerError as exc:
         fail(exc.message, 2)
 
@@ -107,6 +109,7 @@ def cmd_submit(args: argparse.Namespace) -> None:
         "deadline": args.deadline,
         "maxRuntimeSeconds": args.max_runtime,
         "dedupKey": args.dedup_key,
+        "webhookUrl": args.webhook_url,
     }
     spec.update({k: v for k, v in optional.items() if v is not None})
     headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else {}
@@ -216,6 +219,12 @@ def parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the API and the drain loop")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    serve.add_argument(
+        "--own-public-url",
+        action="store_true",
+        help="when SCHEDULER_PUBLIC_URL is unset, the server listens on loopback and PLATFORM is "
+        "process: set it to the server's own address, so the bots report their status to it",
+    )
     serve.set_defaults(run=cmd_serve)
     drain = sub.add_parser("drain", help="recover, poll, expire and dispatch on the interval")
     drain.add_argument("--once", action="store_true", help="one drain, then exit")
@@ -229,6 +238,7 @@ def parser() -> argparse.ArgumentParser:
     submit.add_argument("--max-runtime", type=int, help="seconds before the bot is stopped")
     submit.add_argument("--dedup-key")
     submit.add_argument("--idempotency-key")
+    submit.add_argument("--webhook-url", help="https URL this job's events are POSTed to")
     submit.add_argument("--wait", action="store_true", help="follow the job to its end")
     submit.add_argument("--timeout", type=float, default=3600.0, help="seconds --wait waits")
     submit.set_defaults(run=cmd_submit)
@@ -248,6 +258,9 @@ def parser() -> argparse.ArgumentParser:
     listing.add_argument("--limit", type=int, default=50)
     listing.set_defaults(run=cmd_list)
     sub.add_parser("stats", help="queue and run counts").set_defaults(run=cmd_stats)
+    from core import cli_webhooks
+
+    cli_webhooks.add_parsers(sub)
     return main
 
 

@@ -9,16 +9,27 @@ It lets the scheduler, its backends and their tests run a "bot" anywhere Python 
 - It prints what a real bot would record (meeting_url, bot_name, recording_mode, JOB_ID), then a
   few progress lines over `DEMO_BOT_SECONDS` seconds in total (default 3) and exits 0, or with the
   config's `demo_exit_code` (to demo or test a failing bot).
-- SIGTERM: it prints a line and exits 143, as a bot that is stopped would.
+- Its status, as the meet-teams bot reports it: `demo bot: status <code>` lines for joining_call
+  (at start), in_waiting_room, in_call_not_recording, in_call_recording (as it "records") and
+  call_ended (before it exits). When the config has `bot_id`, `bots_api_key` and
+  `bots_webhook_url`, each is also POSTed there as the real bot does: `{"event":
+  "bot.status_change", "data": {"bot_id": ..., "status": {"code": ..., "created_at": <ISO 8601
+  UTC>}}}` with `x-spoke-api-key: <bots_api_key>`. A report that fails is a line on stderr; the
+  bot goes on.
+- SIGTERM: it prints a line, reports call_ended and exits 143, as a bot that is stopped would.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
 import sys
 import time
+import urllib.request
+from collections.abc import Callable
+from datetime import UTC, datetime
 from types import FrameType
 from typing import Any, NoReturn
 
@@ -26,6 +37,11 @@ LABEL = "demo bot (stand-in, records nothing)"
 STEPS = 3
 USAGE_ERROR = 2
 TERMINATED = 143
+# the real bot's status reports (its src/events.ts): the config keys that enable them, the
+# header that carries the key, and how long a report may take before the bot gives up on it
+REPORT_KEYS = ("bot_id", "bots_api_key", "bots_webhook_url")
+REPORT_HEADER = "x-spoke-api-key"
+REPORT_TIMEOUT_SECONDS = 2.0
 
 
 class UsageError(Exception):
@@ -71,28 +87,74 @@ def duration() -> float:
     return seconds
 
 
-def on_sigterm(signum: int, frame: FrameType | None) -> NoReturn:
-    say("demo bot: got SIGTERM, leaving the meeting")
-    sys.exit(TERMINATED)
+class Status:
+    """The bot's status: each code said once, and reported where the config says."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        values = [config.get(key) for key in REPORT_KEYS]
+        strings = [v for v in values if isinstance(v, str) and v]
+        self.target = strings if len(strings) == len(REPORT_KEYS) else None
+        self.said: set[str] = set()
+
+    def __call__(self, code: str) -> None:
+        if code in self.said:
+            return
+        self.said.add(code)
+        say(f"demo bot: status {code}")
+        if self.target is not None:
+            self.report(code, *self.target)
+
+    @staticmethod
+    def report(code: str, bot_id: str, api_key: str, url: str) -> None:
+        """POST the status as the real bot does; a failure is a line on stderr, never more."""
+        created_at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        status = {"code": code, "created_at": created_at}
+        body = {"event": "bot.status_change", "data": {"bot_id": bot_id, "status": status}}
+        headers = {"Content-Type": "application/json", REPORT_HEADER: api_key}
+        try:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError("not an http(s) URL")
+            request = urllib.request.Request(url, json.dumps(body).encode(), headers)
+            with urllib.request.urlopen(request, timeout=REPORT_TIMEOUT_SECONDS) as response:
+                response.read()
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            print(f"demo bot: cannot report {code} to {url}: {exc}", file=sys.stderr, flush=True)
+
+
+def on_sigterm(status: Status | None = None) -> Callable[[int, FrameType | None], NoReturn]:
+    def stop(signum: int, frame: FrameType | None) -> NoReturn:
+        say("demo bot: got SIGTERM, leaving the meeting")
+        if status is not None:
+            status("call_ended")
+        sys.exit(TERMINATED)
+
+    return stop
 
 
 def run() -> int:
+    started = time.monotonic()
     config = read_config()
     code = exit_code(config)
     seconds = duration()
+    status = Status(config)
+    signal.signal(signal.SIGTERM, on_sigterm(status))
+    status("joining_call")
     say(f"meeting_url: {config.get('meeting_url')}")
     say(f"bot_name: {config.get('bot_name')}")
     say(f"recording_mode: {config.get('recording_mode')}")
     say(f"JOB_ID: {os.environ.get('JOB_ID') or config.get('bot_uuid')}")
-    for step in range(1, STEPS + 1):
-        time.sleep(seconds / STEPS)
+    for reached in ("in_waiting_room", "in_call_not_recording", "in_call_recording"):
+        status(reached)
+    for step in range(1, STEPS + 1):  # on time, however long the reports took
+        time.sleep(max(0.0, started + seconds * step / STEPS - time.monotonic()))
         say(f"demo bot: pretending to record ({step}/{STEPS})")
+    status("call_ended")
     say(f"demo bot: done, exit code {code}")
     return code
 
 
 def main() -> int:
-    signal.signal(signal.SIGTERM, on_sigterm)
+    signal.signal(signal.SIGTERM, on_sigterm())
     say(LABEL)
     try:
         return run()

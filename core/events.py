@@ -80,7 +80,9 @@ def transition(old: Job | None, new: Job) -> str | None:
 
 def bot_report(old: Job | None, new: Job) -> str | None:
     """The event of a new report of the bot's own status, or None."""
-    if new.botStatus is None or old is None or new.botStatusAt == old.botStatusAt:
+    if new.botStatus is None or old is None:
+        return None
+    if (new.botStatus, new.botStatusAt) == (old.botStatus, old.botStatusAt):
         return None
     return f"bot.{new.botStatus}"
 

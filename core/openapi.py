@@ -1,5 +1,6 @@
 """The OpenAPI document: its schemas are built from the models (so they cannot drift from what
-the server validates), its paths are in core/openapi_paths.py."""
+the server validates), its paths are in core/openapi_paths.py, the webhooks' operations and
+schemas in core/openapi_webhooks.py."""
 
 from __future__ import annotations
 
@@ -11,25 +12,12 @@ from pydantic import BaseModel
 from core import __version__
 from core.meeting_config import MeetingRequest
 from core.models import EXAMPLE_ID, EXAMPLE_TIME, PRIVATE_FIELDS, Job, JobSpec, JobState
-from core.openapi_paths import paths
+from core.openapi_paths import REF, SUCCESS, obj, paths, prop, ref
+from core.openapi_webhooks import bot_schemas, delivered, webhook_paths, webhook_schemas
+from core.webhook_routes import EndpointChange, EndpointSpec
+from core.webhooks.bot_status import TOKEN_HEADER
 
-REF = "#/components/schemas/{model}"
 DEFAULT_MAX_BATCH = 100
-
-
-def ref(name: str) -> dict[str, str]:
-    return {"$ref": REF.format(model=name)}
-
-
-def prop(kind: str | list[str], description: str, example: Any, **extra: Any) -> dict[str, Any]:
-    return {"type": kind, "description": description, "examples": [example], **extra}
-
-
-def obj(required: list[str], **properties: Any) -> dict[str, Any]:
-    return {"type": "object", "required": required, "properties": properties}
-
-
-SUCCESS = {"const": True, "description": "Always true on success.", "examples": [True]}
 WARNINGS = prop(
     "array",
     "Present when the request had fields this route does not know: they were ignored.",
@@ -235,6 +223,9 @@ def openapi_document(max_batch: int = DEFAULT_MAX_BATCH) -> dict[str, Any]:
     for more in (job_schemas(), batch_schemas(max_batch), meeting_schemas()):
         schemas.update(more)
     schemas.update(stats_schemas(), **service_schemas())
+    schemas["EndpointSpec"] = _model(schemas, EndpointSpec)
+    schemas["EndpointChange"] = _model(schemas, EndpointChange)
+    schemas.update(webhook_schemas(schemas["Job"]), **bot_schemas())
     return {
         "openapi": "3.1.0",
         "info": {
@@ -246,14 +237,23 @@ def openapi_document(max_batch: int = DEFAULT_MAX_BATCH) -> dict[str, Any]:
         "tags": [
             {"name": "Jobs", "description": "Submit, follow and cancel recording jobs."},
             {"name": "Meetings", "description": "The original's snake_case bot config."},
+            {"name": "Webhooks", "description": "A job's events, and their delivery to you."},
             {"name": "Service", "description": "Health, info and metrics."},
         ],
-        "paths": paths(),
+        "paths": paths(webhook_paths()),
+        "webhooks": delivered(),
         "components": {
             "schemas": schemas,
             "securitySchemes": {
                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
                 "bearer": {"type": "http", "scheme": "bearer"},
+                "botToken": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": TOKEN_HEADER,
+                    "description": "The bot's own token (`bots_api_key` in its config), made for "
+                    "each start of its job: not an API key.",
+                },
             },
         },
         "security": [{"apiKey": []}, {"bearer": []}],

@@ -1,5 +1,6 @@
 """The operations of the OpenAPI document: each with a summary, its parameters and every
-response it can give (the schemas are in core/openapi.py)."""
+response it can give (the schemas are in core/openapi.py; the webhooks' operations and schemas
+in core/openapi_webhooks.py), and the helpers both build with."""
 
 from __future__ import annotations
 
@@ -9,16 +10,28 @@ from core.models import EXAMPLE_ID, JobState
 
 JOBS = "/api/scheduler/jobs"
 JOB = JOBS + "/{jobId}"
+REF = "#/components/schemas/{model}"
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
+def ref(name: str) -> dict[str, str]:
+    return {"$ref": REF.format(model=name)}
+
+
+def prop(kind: str | list[str], description: str, example: Any, **extra: Any) -> dict[str, Any]:
+    return {"type": kind, "description": description, "examples": [example], **extra}
+
+
+def obj(required: list[str], **properties: Any) -> dict[str, Any]:
+    return {"type": "object", "required": required, "properties": properties}
+
+
+SUCCESS = {"const": True, "description": "Always true on success.", "examples": [True]}
 
 
 def _json(schema: str, description: str, **extra: Any) -> dict[str, Any]:
     return {
         "description": description,
-        "content": {"application/json": {"schema": _ref(schema)}},
+        "content": {"application/json": {"schema": ref(schema)}},
         **extra,
     }
 
@@ -53,13 +66,14 @@ def _op(
     errors: tuple[str, ...] = (),
     **extra: Any,
 ) -> dict[str, Any]:
-    """An operation behind an API key: 401 and 429 can always happen."""
-    codes = sorted({*errors, "401", "429"})
+    """An operation behind an API key: 401 and 429 can always happen. A response given in
+    `responses` says more than the common one of its code in ERRORS."""
+    codes = {*errors, "401", "429"} - responses.keys()
     return {
         "tags": [tag],
         "summary": summary,
         "description": description,
-        "responses": {**responses, **{code: ERRORS[code] for code in codes}},
+        "responses": dict(sorted({**responses, **{c: ERRORS[c] for c in codes}}.items())),
         **extra,
     }
 
@@ -115,7 +129,7 @@ TAIL = _param(
 def _body(schema: str, example: dict[str, Any]) -> dict[str, Any]:
     return {
         "required": True,
-        "content": {"application/json": {"schema": _ref(schema), "example": example}},
+        "content": {"application/json": {"schema": ref(schema), "example": example}},
     }
 
 
@@ -281,5 +295,9 @@ def service_paths() -> dict[str, Any]:
     }
 
 
-def paths() -> dict[str, Any]:
-    return {**job_paths(), **job_item_paths(), **stats_and_meeting_paths(), **service_paths()}
+def paths(*more: dict[str, Any]) -> dict[str, Any]:
+    """Every operation: the jobs', then `more`, then the service's."""
+    found = {**job_paths(), **job_item_paths(), **stats_and_meeting_paths()}
+    for some in more:
+        found.update(some)
+    return {**found, **service_paths()}

@@ -23,6 +23,15 @@ from core.models import DrainReport, ExecutionRef, Job, JobState
 from core.ports import Backend, JobStore
 
 log = logging.getLogger("botsched.scheduler")
+REBASES = 5  # writes retried on a job whose only change meanwhile was its bot's report
+_BOT_FIELDS = {"botStatus", "botStatusAt", "eventSeq", "updatedAt", "version"}
+
+
+def only_bot_reported(read: Job, current: Job) -> bool:
+    """Whether `current` differs from the job as `read` in its bot's report alone."""
+    if (current.botStatus, current.botStatusAt) == (read.botStatus, read.botStatusAt):
+        return False
+    return current.model_dump(exclude=_BOT_FIELDS) == read.model_dump(exclude=_BOT_FIELDS)
 
 
 class Transitions:
@@ -58,7 +67,20 @@ class Transitions:
 
     async def _write(self, job: Job, **changes: Any) -> Job:
         """Compare-and-set `changes` onto `job`, with the events they make (core/events.py) in
-        the same write; raises Conflict when someone else moved first."""
+        the same write; raises Conflict when someone else moved first. A write that only
+        recorded the bot's own report (its status) is no move of the job's: `changes` go onto
+        the job as it is now instead."""
+        for _ in range(REBASES):
+            try:
+                return await self._write_once(job, **changes)
+            except Conflict:
+                current = await self.store.get(job.id)
+                if current is None or not only_bot_reported(job, current):
+                    raise
+                job = current
+        raise Conflict(f"job {job.id} was changed concurrently", id=job.id)
+
+    async def _write_once(self, job: Job, **changes: Any) -> Job:
         assert job.version is not None, "only stored jobs can be updated"
         changes.setdefault("updatedAt", self.clock())
         new, events = outbox(job, job.model_copy(update=changes), changes["updatedAt"])

@@ -1,5 +1,9 @@
 """The local server: uvicorn serving the app, with `drain_once` on the polling interval (and at
-once when a bot the process backend started ends)."""
+once when a bot the process backend started ends).
+
+With `own_public_url` (`botsched serve --own-public-url`, as `make run` does), the bots the process
+backend runs report their status to this server itself: SCHEDULER_PUBLIC_URL, when unset,
+defaults to its own loopback address (`local_public_url`)."""
 
 from __future__ import annotations
 
@@ -36,20 +40,38 @@ def build_app(settings: Settings | None = None) -> Starlette:
     return create_app(settings, drain_every=settings.polling_interval)
 
 
-def serve(settings: Settings | None = None) -> None:
+def serve(settings: Settings | None = None, *, own_public_url: bool = False) -> None:
     """Serve until stopped; ConfigError (one line for the user) when it cannot start."""
     from core.config import Settings
     from core.preflight import check_runtime, store_description
 
     settings = settings or Settings.from_env()
+    if own_public_url:
+        settings = local_public_url(settings)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     check_runtime(settings)
     with listen(settings.host, settings.port) as sock:
         server = uvicorn_server(build_app(settings), settings)
         log.info("jobs are kept in the %s", store_description(settings))
+        if settings.public_url:
+            log.info("bots report their status to %s", settings.public_url)
         server.run(sockets=[sock])
     if not server.started:
         raise ConfigError("the server did not start; see the messages above")
+
+
+def local_public_url(settings: Settings) -> Settings:
+    """The settings with SCHEDULER_PUBLIC_URL set to this server's own address, so that the bots
+    it runs as local processes can report their status to it: only when the variable is unset,
+    the backend is `process` (a container's loopback is not ours) and the server listens on
+    loopback only (beyond it, which address bots reach it at is the user's to say)."""
+    from core.config import is_loopback
+
+    host = settings.host
+    if settings.public_url or settings.platform != "process" or not is_loopback(host):
+        return settings
+    host = "127.0.0.1" if host == "localhost" else f"[{host}]" if ":" in host else host
+    return settings.model_copy(update={"public_url": f"http://{host}:{settings.port}"})
 
 
 def uvicorn_server(app: Starlette, settings: Settings) -> uvicorn.Server:

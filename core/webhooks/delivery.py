@@ -7,18 +7,25 @@
   so redoing a fan-out cut short makes no second one. Then the event's mark is cleared. A job's
   events are fanned out in order: one waits while the event before it is not yet.
 - Attempts. A delivery is taken by a compare-and-set that counts the attempt and moves its due
-  time past the attempt's timeout (a lease: if this process dies mid-attempt, the delivery comes
-  due again and is sent again with the same id). The body is the event's stored text, signed
-  with Standard Webhooks' headers; a 2xx is delivered, anything else (an error, a timeout, a
-  redirect, which is never followed) is retried on the schedule, and dead after the last one.
+  time past the attempt's timeout, the allowed clock skew and a margin for the store calls around
+  it (a lease: if this process dies mid-attempt, the delivery comes due again and is sent again
+  with the same id; the attempt cut short counts, and is not logged). The body is the event's
+  stored text, signed with Standard Webhooks' headers; a 2xx is delivered, anything else (an
+  error, a timeout, a redirect, which is never followed) is retried on the schedule, and dead
+  after the last one.
   Within an endpoint's deliveries of one job, one is attempted only when the ones before it are
-  delivered or dead; a later one due meanwhile waits for the earlier one's next attempt.
+  delivered or dead; a later one due meanwhile waits for the earlier one's next attempt (or less:
+  one never attempted goes as soon as the ones before it are done, even when it was put back to
+  an earlier one's lease by another deliverer).
 - Every attempt is logged as a record (kind "attempt", newest first per endpoint), and an
   endpoint failing for SCHEDULER_WEBHOOK_DISABLE_AFTER_SECONDS is disabled, saying since when.
 
-Attempts run concurrently (SCHEDULER_WEBHOOK_CONCURRENCY), each bounded by its timeout, so a slow
-receiver holds one slot for at most that long and never the dispatch, which does not wait for
-deliveries.
+Attempts run concurrently (SCHEDULER_WEBHOOK_CONCURRENCY), each bounded by its timeout (name
+resolution included), so a slow receiver holds one slot for at most that long; a round lasts
+until its slowest chain is done. The local server's delivery loop runs beside its drain, so the
+dispatch never waits for it; a timer's tick (Scheduler.tick, `botsched drain`) delivers after its
+drain, so there the next drain waits for that round. A chain that raises (a store error) is
+logged and leaves the others to finish; its delivery comes due again when its lease ends.
 """
 
 from __future__ import annotations
@@ -45,8 +52,9 @@ log = logging.getLogger("botsched.webhooks")
 DELIVERY = "delivery"
 ATTEMPT = "attempt"
 FAN_OUT_BATCH = 200
-LEASE_MARGIN = 30  # seconds past an attempt's timeout before another may take it
+LEASE_MARGIN = 5  # seconds for the store calls around a POST, past its timeout and the skew
 MS_LIMIT = 10**15
+FOLLOWING_SCAN = 8  # keys read to find a delivery's next one (other jobs' may sort between)
 
 
 class DeliveryReport(BaseModel):
@@ -150,12 +158,44 @@ class Deliverer:
     # -- attempts ----------------------------------------------------------------------------
 
     async def deliver_due(self, report: DeliveryReport) -> None:
+        """Run a chain for each endpoint and job with a due delivery. While this round's chains
+        run, every TOP_UP_SECONDS new events are fanned out and the chains that came due are
+        started too, so that one that hangs holds up its own chain only; the round ends when
+        its first chains have, and the ones started meanwhile are done."""
+        chains: dict[str, asyncio.Task[None]] = {}
+        try:
+            first = await self._start_chains(chains, report)
+            while first and not all(task.done() for task in first):
+                await asyncio.wait(first, timeout=TOP_UP_SECONDS)
+                if not all(task.done() for task in first):
+                    await self.fan_out(report)
+                    await self._start_chains(chains, report)
+        finally:
+            await self._finish(list(chains.values()))
+
+    async def _start_chains(
+        self, chains: dict[str, asyncio.Task[None]], report: DeliveryReport
+    ) -> list[asyncio.Task[None]]:
+        """A task for each chain with a due delivery that has none running; returns them."""
         limit = self.settings.webhook_concurrency * 4
-        due = await self.store.due_records(DELIVERY, to_ms(self.clock()), limit)
-        heads: dict[str, Record] = {}
-        for delivery in due:  # one chain per endpoint and job: its earliest due delivery
-            heads.setdefault(_chain(delivery), delivery)
-        await asyncio.gather(*(self._chain(head, report) for head in heads.values()))
+        started = []
+        for delivery in await self.store.due_records(DELIVERY, to_ms(self.clock()), limit):
+            name = _chain(delivery) + delivery.data["jobId"]  # its earliest due delivery
+            if name not in chains or chains[name].done():
+                task = asyncio.create_task(self._chain(delivery, report), name=delivery.key)
+                chains[name] = task
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+                started.append(task)
+        return started
+
+    async def _finish(self, chains: list[asyncio.Task[None]]) -> None:
+        """Wait for the chains (cancelled with the round); a chain that raised (a store error)
+        is logged: the others went on, and its lease brings its delivery back."""
+        outcomes = await asyncio.gather(*chains, return_exceptions=True)
+        for task, outcome in zip(chains, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                log.error("delivering %s failed: %r", task.get_name(), outcome, exc_info=outcome)
 
     async def _chain(self, delivery: Record | None, report: DeliveryReport) -> None:
         """Deliver the chain's deliveries in order while they succeed."""
@@ -169,27 +209,39 @@ class Deliverer:
     async def _next_in_order(self, delivery: Record, report: DeliveryReport) -> Record | None:
         """The chain's first unfinished delivery if it is due now; else push `delivery` back to
         that one's next attempt and return None."""
-        chain = await self.store.scan_records(DELIVERY, _chain(delivery), 1000)
+        chain = _own(delivery, await self.store.scan_records(DELIVERY, _chain(delivery), 1000))
         first = next((d for d in chain if d.data["state"] == "pending"), None)
-        now_ms = to_ms(self.clock())
-        if first is None or first.due is None or first.due <= now_ms:
+        if first is None or self._ready(first):
             return first
+        assert first.due is not None  # not ready: due later
         if first.key != delivery.key and delivery.due is not None and delivery.due < first.due:
             report.waiting += 1
             await self._quietly(delivery.but(due=first.due), delivery.version)
         return None
 
     async def _following(self, delivery: Record) -> Record | None:
-        chain = await self.store.scan_records(DELIVERY, _chain(delivery), 1, after=delivery.key)
-        if chain and chain[0].due is not None and chain[0].due <= to_ms(self.clock()):
+        """The chain's next delivery, when it may go now (else it comes due by itself)."""
+        found = await self.store.scan_records(
+            DELIVERY, _chain(delivery), FOLLOWING_SCAN, after=delivery.key
+        )
+        chain = _own(delivery, found)
+        if chain and chain[0].data["state"] == "pending" and self._ready(chain[0]):
             return chain[0]
         return None
 
+    def _ready(self, delivery: Record) -> bool:
+        """Whether a pending delivery whose earlier ones are done may be attempted now: when it
+        is due, or when it was never attempted (then its due time only waited for an earlier
+        one; one being attempted has its attempt counted, so it is never taken twice)."""
+        due, attempts = delivery.due, delivery.data["attempts"]
+        return due is None or due <= to_ms(self.clock()) or attempts == 0
+
     async def _attempt(self, delivery: Record, report: DeliveryReport) -> bool:
         """One attempt; True when delivered (or dead), so the chain may go on."""
-        now = self.clock()
+        now, settings = self.clock(), self.settings
         attempts = delivery.data["attempts"] + 1
-        lease = now + timedelta(seconds=self.settings.webhook_timeout_seconds + LEASE_MARGIN)
+        hold = settings.webhook_timeout_seconds + settings.max_clock_skew_seconds + LEASE_MARGIN
+        lease = now + timedelta(seconds=hold)
         leased = delivery.but(data={**delivery.data, "attempts": attempts}, due=to_ms(lease))
         taken = await self._quietly(leased, delivery.version)
         if taken is None:
@@ -211,7 +263,11 @@ class Deliverer:
             reason = endpoint.data.get("disabledReason") or "disabled"
             return {"error": f"endpoint disabled: {reason}", "final": True}
         url = delivery.data.get("url") or endpoint.data["url"]
-        return await self.sender.send(url, event.key, event.data["body"], endpoint)
+        try:
+            return await self.sender.send(url, event.key, event.data["body"], endpoint)
+        except Exception as exc:  # signing failed (a sealed secret without its key, ...)
+            log.warning("delivery %s not sent: %r", delivery.key, exc)
+            return {"error": f"not sent: {type(exc).__name__}: {exc}"[:300]}
 
     async def _log(self, delivery: Record, attempt: int, outcome: dict[str, Any]) -> None:
         now = self.clock()
@@ -278,8 +334,15 @@ class Deliverer:
 
 
 def _chain(delivery: Record) -> str:
-    """The key prefix of an endpoint's deliveries of one job."""
+    """The key prefix of an endpoint's deliveries of one job (and of the jobs whose id is this
+    one's followed by `_…`: _own tells them apart)."""
     return f"{delivery.data['endpointId']}:{events_prefix(delivery.data['jobId'])}"
+
+
+def _own(delivery: Record, found: list[Record]) -> list[Record]:
+    """The deliveries of `found` that are of `delivery`'s job: a job `a_b` must never hold up
+    job `a`'s deliveries, nor wait for them (wh_jobs is one endpoint id for every tenant)."""
+    return [record for record in found if record.data["jobId"] == delivery.data["jobId"]]
 
 
 def _iso(moment: datetime) -> str:

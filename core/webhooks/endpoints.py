@@ -9,6 +9,7 @@ has no URL: its secret signs the deliveries to the jobs' own `webhookUrl`.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
 from datetime import datetime
@@ -27,20 +28,22 @@ WEBHOOK = "webhook"
 JOB_URLS = "wh_jobs"
 MAX_ENDPOINTS = 20
 WRITE_TRIES = 5
+ENDPOINT_ID = re.compile(r"[A-Za-z0-9_]{1,64}")  # `wh_` + 32 hex digits, or wh_jobs
 
 
 def endpoint_key(tenant: str, endpoint_id: str) -> str:
-    return f"{key_part(tenant)}:{endpoint_id}"
+    """`{tenant}:{id}`, the tenant with no `:` of its own (a tenant's prefix is no other's)."""
+    return f"{key_part(tenant).replace(':', '~3A')}:{endpoint_id}"
 
 
-def view(record: Record) -> dict[str, Any]:
-    """An endpoint as the API shows it: never its secrets."""
+def view(record: Record, now_ms: int) -> dict[str, Any]:
+    """An endpoint as the API shows it: never its secrets, only how many sign deliveries now."""
     data = record.data
     shown = ("id", "url", "events", "description", "createdAt", "disabled", "disabledReason")
     return {name: data.get(name) for name in shown} | {
         "failingSince": data.get("failingSince"),
         "lastSuccessAt": data.get("lastSuccessAt"),
-        "secrets": len(data.get("secrets", [])),
+        "secrets": len(_live(data.get("secrets", []), now_ms)),
     }
 
 
@@ -93,8 +96,8 @@ class Endpoints:
         self, tenant: str, url: str | None, events: list[str], description: str | None
     ) -> tuple[dict[str, Any], str]:
         """A new endpoint (None url: the job-URL secret holder) and its secret, shown once."""
-        if url is not None and len(await self.list(tenant)) >= MAX_ENDPOINTS:
-            raise ValidationFailed(f"a tenant has at most {MAX_ENDPOINTS} endpoints")
+        if url is not None and await self._urls(tenant) >= MAX_ENDPOINTS:
+            raise Conflict(f"a tenant has at most {MAX_ENDPOINTS} endpoints: delete one first")
         endpoint_id = JOB_URLS if url is None else f"wh_{uuid.uuid4().hex}"
         secret, now = secrets.new_secret(), _iso(self.clock())
         data = {
@@ -116,13 +119,20 @@ class Endpoints:
                 f"{endpoint_id} exists; rotate its secret: POST /api/scheduler/webhooks/"
                 f"{endpoint_id}/rotate"
             ) from None
-        return view(stored), secret
+        return self.view(stored), secret
+
+    def view(self, record: Record) -> dict[str, Any]:
+        return view(record, to_ms(self.clock()))
 
     async def list(self, tenant: str) -> list[Record]:
-        return await self.store.scan_records(WEBHOOK, f"{key_part(tenant)}:", MAX_ENDPOINTS + 1)
+        return await self.store.scan_records(WEBHOOK, endpoint_key(tenant, ""), MAX_ENDPOINTS + 1)
+
+    async def _urls(self, tenant: str) -> int:
+        """The tenant's endpoints with a URL (wh_jobs is not one of the MAX_ENDPOINTS)."""
+        return sum(record.data.get("url") is not None for record in await self.list(tenant))
 
     async def get(self, tenant: str, endpoint_id: str) -> Record:
-        if not endpoint_id.replace("_", "").isalnum():
+        if not ENDPOINT_ID.fullmatch(endpoint_id):
             raise NotFound(f"webhook {endpoint_id[:80]} not found")
         record = await self.store.get_record(WEBHOOK, endpoint_key(tenant, endpoint_id))
         if record is None:
@@ -136,7 +146,7 @@ class Endpoints:
     async def change(self, tenant: str, endpoint_id: str, **fields: Any) -> dict[str, Any]:
         """Set url, events, description or enabled (a disabled endpoint comes back healthy)."""
         updated = await self._update(tenant, endpoint_id, lambda data: _changed(data, fields))
-        return view(updated)
+        return self.view(updated)
 
     async def rotate(self, tenant: str, endpoint_id: str) -> tuple[dict[str, Any], str]:
         """A new secret, shown once; the ones before it stay valid for the overlap."""
@@ -148,7 +158,7 @@ class Endpoints:
             kept = _live(older, to_ms(now))[:2]
             return {**data, "secrets": [self._sealed(secret, _iso(now)), *kept]}
 
-        return view(await self._update(tenant, endpoint_id, rotated)), secret
+        return self.view(await self._update(tenant, endpoint_id, rotated)), secret
 
     async def _update(
         self, tenant: str, endpoint_id: str, change: Callable[[dict[str, Any]], dict[str, Any]]

@@ -1,4 +1,8 @@
-"""One signed POST of an event's body: Standard Webhooks headers, no redirects, a hard timeout."""
+"""One signed POST of an event's body: Standard Webhooks headers, no redirects, a hard timeout.
+
+The timeout bounds the whole attempt, the check of where the URL resolves included: the
+deliverer's lease (core/webhooks/delivery.py) counts on no attempt outliving it.
+"""
 
 from __future__ import annotations
 
@@ -49,30 +53,37 @@ class Sender:
         allow_private = self.settings.webhook_allow_private
         try:
             check_webhook_url(url, allow_private)
-            await check_resolved(url, allow_private)
         except ValueError as exc:
             return {"error": f"url: {exc}"[:MAX_ERROR]}
+        headers = self.headers(msg_id, body, endpoint)
+        started = time.monotonic()
+        timeout = self.settings.webhook_timeout_seconds
+        try:
+            return await asyncio.wait_for(self._post(url, body, headers, started), timeout)
+        except TimeoutError:
+            return {"error": f"no answer within {timeout:g} s", "latencyMs": _since(started)}
+
+    def headers(self, msg_id: str, body: str, endpoint: Record) -> dict[str, str]:
+        """Standard Webhooks' headers for `body`, signed now with each live secret."""
         now = datetime.now(UTC)
-        headers = {
+        secrets = signing_secrets(endpoint, self.settings, now)
+        return {
             "content-type": "application/json",
             "user-agent": f"bot-scheduler/{__version__}",
             "webhook-id": msg_id,
             "webhook-timestamp": str(int(now.timestamp())),
-            "webhook-signature": signature(
-                signing_secrets(endpoint, self.settings, now), msg_id, now, body
-            ),
+            "webhook-signature": signature(secrets, msg_id, now, body),
         }
-        return await self._post(url, body, headers)
 
-    async def _post(self, url: str, body: str, headers: dict[str, str]) -> dict[str, Any]:
-        started = time.monotonic()
-        timeout = self.settings.webhook_timeout_seconds
+    async def _post(
+        self, url: str, body: str, headers: dict[str, str], started: float
+    ) -> dict[str, Any]:
         try:
-            response = await asyncio.wait_for(
-                self.client().post(url, content=body.encode(), headers=headers), timeout
-            )
-        except TimeoutError:
-            return {"error": f"no answer within {timeout:g} s", "latencyMs": _since(started)}
+            await check_resolved(url, self.settings.webhook_allow_private)
+        except ValueError as exc:
+            return {"error": f"url: {exc}"[:MAX_ERROR], "latencyMs": _since(started)}
+        try:
+            response = await self.client().post(url, content=body.encode(), headers=headers)
         except Exception as exc:  # any failure to reach the receiver is an attempt that failed
             return {
                 "error": f"{type(exc).__name__}: {exc}"[:MAX_ERROR],

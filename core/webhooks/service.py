@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -10,11 +11,13 @@ from core.config import Settings
 from core.errors import Conflict, NotFound, ValidationFailed
 from core.events import EVENT, events_prefix, timeline
 from core.ports import JobStore
-from core.records import Record
+from core.records import KEY_CHARS, Record
 from core.webhooks.delivery import ATTEMPT, DELIVERY, Deliverer
-from core.webhooks.endpoints import Endpoints
+from core.webhooks.endpoints import JOB_URLS, Endpoints
 
 MAX_EVENTS = 1000
+SCAN_ROUNDS = 10  # pages of attempts a listing reads, at most, to fill one of its own
+CURSOR = re.compile(rf"[{KEY_CHARS}]{{1,200}}")
 
 
 class Webhooks(Endpoints):
@@ -29,27 +32,59 @@ class Webhooks(Endpoints):
         self.deliverer = deliverer
 
     async def events(self, job_id: str) -> list[dict[str, Any]]:
-        """A job's events in order (the caller has checked the job is the tenant's)."""
-        return timeline(await self.store.scan_records(EVENT, events_prefix(job_id), MAX_EVENTS))
+        """A job's events in order (the caller has checked the job is the tenant's). The
+        prefix `evt_{job}_` also holds the events of a job whose id is this one's and more
+        (`{job}_x`): those are not this job's."""
+        found = await self.store.scan_records(EVENT, events_prefix(job_id), MAX_EVENTS)
+        return timeline([record for record in found if record.data.get("jobId") == job_id])
 
     async def attempts(
         self, tenant: str, endpoint_id: str, limit: int, cursor: str | None
     ) -> tuple[list[dict[str, Any]], str | None]:
-        """The endpoint's delivery attempts, newest first, paged by the last key seen."""
+        """The endpoint's delivery attempts, newest first, paged by the last key seen. The
+        attempts of wh_jobs (one id for every tenant) are the tenant's jobs' only: a page may
+        then hold fewer than `limit`, with a cursor for the rest."""
         await self.get(tenant, endpoint_id)
-        if cursor is not None and not cursor.startswith(f"{endpoint_id}:"):
+        prefix = f"{endpoint_id}:"
+        if cursor is not None and not (CURSOR.fullmatch(cursor) and cursor.startswith(prefix)):
             raise ValidationFailed("cursor: not one this endpoint's listing gave")
-        try:
-            found = await self.store.scan_records(ATTEMPT, f"{endpoint_id}:", limit + 1, cursor)
-        except ValueError:
-            raise ValidationFailed("cursor: not one this endpoint's listing gave") from None
-        page = found[:limit]
-        more = page[-1].key if len(found) > limit else None
-        return [record.data for record in page], more
+        shown = self._tenants_jobs(tenant) if endpoint_id == JOB_URLS else None
+        page: list[Record] = []
+        after = cursor
+        for _ in range(SCAN_ROUNDS):
+            found = await self.store.scan_records(ATTEMPT, prefix, limit + 1, after)
+            for record in found:
+                if shown is not None and not await shown(record.data["jobId"]):
+                    after = record.key
+                    continue
+                if len(page) == limit:
+                    return [r.data for r in page], after
+                page.append(record)
+                after = record.key
+            if len(found) <= limit:
+                return [r.data for r in page], None
+        return [r.data for r in page], after
+
+    def _tenants_jobs(self, tenant: str) -> Callable[[str], Awaitable[bool]]:
+        """Whether a job is the tenant's, asking the store once per job."""
+        known: dict[str, bool] = {}
+
+        async def mine(job_id: str) -> bool:
+            if job_id not in known:
+                job = await self.store.get(job_id)
+                known[job_id] = job is not None and job.tenant == tenant
+            return known[job_id]
+
+        return mine
 
     async def replay(self, tenant: str, endpoint_id: str, event_id: str) -> dict[str, Any]:
         """Send the event to the endpoint again, with its id, as a fresh set of attempts."""
         endpoint = await self.get(tenant, endpoint_id)
+        if endpoint.data.get("disabled"):
+            raise Conflict(
+                f"webhook {endpoint_id} is disabled: enable it first (PATCH "
+                f'/api/scheduler/webhooks/{endpoint_id} with {{"enabled": true}})'
+            )
         event = await self.store.get_record(EVENT, event_id) if _plain(event_id) else None
         if event is None or event.data["tenant"] != tenant:
             raise NotFound(f"event {event_id[:120]} not found")
@@ -84,8 +119,9 @@ def _replays(delivery: Record) -> int:
 
 
 def _delivery_view(record: Record) -> dict[str, Any]:
-    shown = ("endpointId", "eventId", "jobId", "type", "state", "attempts", "replays")
+    shown = ("endpointId", "eventId", "jobId", "type", "state", "attempts")
     view = {name: record.data.get(name) for name in shown}
+    view["replays"] = int(record.data.get("replays", 0))
     view["nextAttemptMs"] = record.due
     return view
 

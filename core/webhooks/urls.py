@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from core.meeting_urls import CONTROL, IPAddress, ip_literal
 
 MAX_URL = 2048
+RESOLVE_SECONDS = 5.0  # a resolver that does not answer must not hold the request
 PRIVATE_HINT = "(an operator may allow it for local use with SCHEDULER_WEBHOOK_ALLOW_PRIVATE)"
 
 
@@ -56,7 +57,10 @@ async def check_resolved(url: str, allow_private: bool) -> None:
     port = parts.port or (443 if parts.scheme == "https" else 80)
     loop = asyncio.get_running_loop()
     try:
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        async with asyncio.timeout(RESOLVE_SECONDS):
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except TimeoutError:
+        raise ValueError(f"{host} did not resolve within {RESOLVE_SECONDS:g} s") from None
     except OSError as exc:
         raise ValueError(f"{host} does not resolve: {exc.strerror or exc}") from None
     for info in infos:

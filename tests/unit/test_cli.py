@@ -438,3 +438,13 @@ def test_submit_wait_follows_the_states(
     assert out.startswith("submitted job j1\n")
     assert "queued -> provisioning -> running -> failed (exit code 3)" in out
     assert out.count("-> running\n") == 1  # not a line per poll when not a terminal
+
+
+def test_submit_sends_its_webhook_url(
+    fake_server: Callable[[Handler], list[httpx.Request]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = {"id": "j1", "status": "queued", "webhookUrl": "https://hooks.example.com/j"}
+    seen = fake_server(lambda request: httpx.Response(201, json={"success": True, "job": job}))
+    cli.main(["submit", "--meeting-url", "https://m/x", "--webhook-url", job["webhookUrl"]])
+    assert json.loads(seen[0].content)["webhookUrl"] == "https://hooks.example.com/j"
+    assert json.loads(capsys.readouterr().out) == job

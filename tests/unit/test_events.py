@@ -175,3 +175,46 @@ async def test_a_bot_url_the_client_set_is_left_alone(
     assert (await fresh(store, job)).botTokenHash is None
     with pytest.raises(Unauthorized):
         await scheduler.report_bot_status(report(job.id, "joining_call"), "theirs")
+
+
+class EagerBotBackend(RecordingBackend):
+    """A bot that reports before its start has returned: before the job reads `running`."""
+
+    scheduler: Scheduler
+
+    async def start(self, job: Job):  # type: ignore[no-untyped-def]
+        ref = await super().start(job)
+        token = str(self.configs[job.id]["bots_api_key"])
+        await self.scheduler.report_bot_status(report(job.id, "joining_call"), token)
+        return ref
+
+
+async def test_a_report_racing_a_transition_does_not_stop_it(
+    make_scheduler: MakeScheduler, clock: Clock, store: JobStore
+) -> None:
+    """The bot's report moves the job's version between the claim and `running`, and between
+    a cancel's `stopping` and `cancelled`: both transitions still complete at once."""
+    backend = EagerBotBackend()
+    scheduler = make_scheduler("main", backend, public_url="http://127.0.0.1:8080")
+    backend.scheduler = scheduler
+    job, _ = await scheduler.submit("t1", spec())
+    await scheduler.drain_once(clock.at(1))
+    assert (await fresh(store, job)).status is JobState.RUNNING
+    token = str(backend.configs[job.id]["bots_api_key"])
+
+    async def stop_and_report(ref):  # type: ignore[no-untyped-def]
+        await FakeBackend.stop(backend, ref)
+        await scheduler.report_bot_status(report(job.id, "call_ended"), token)
+
+    backend.stop = stop_and_report  # type: ignore[method-assign]
+    cancelled = await scheduler.cancel(None, job.id)
+    assert cancelled.status is JobState.CANCELLED
+    assert await types_of(scheduler, job) == [
+        "job.queued",
+        "job.provisioning",
+        "bot.joining_call",
+        "job.running",
+        "job.stopping",
+        "bot.call_ended",
+        "job.cancelled",
+    ]
