@@ -40,6 +40,9 @@ BOT_CODES = (
 )
 BOT_EVENTS = tuple(f"bot.{code}" for code in BOT_CODES)
 EVENT_TYPES = JOB_EVENTS + BOT_EVENTS
+# what an endpoint's filter may name: a type, or all of a family (bot.* also takes the codes
+# a bot reports beyond BOT_CODES)
+FILTER_TYPES = (*EVENT_TYPES, "job.*", "bot.*")
 _SUMMARY = (
     "id",
     "status",
@@ -60,6 +63,7 @@ _SUMMARY = (
 
 
 def events_prefix(job_id: str) -> str:
+    """The key prefix of the job's events and of no other job's: `_` in an id is escaped."""
     return f"evt_{key_part(job_id)}_"
 
 

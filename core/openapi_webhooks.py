@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from core.events import _SUMMARY as SUMMARY_FIELDS  # what an event says of its job
-from core.events import EVENT_TYPES
+from core.events import EVENT_TYPES, FILTER_TYPES
 from core.models import EXAMPLE_ID, EXAMPLE_TIME
 from core.openapi_paths import (
     BODY_ERRORS,
@@ -34,6 +34,7 @@ EXAMPLE_WEBHOOK_ID = "wh_5f2b0c1e9d8a4b7c6e5f4a3b2c1d0e9f"
 EXAMPLE_EVENT_ID = f"evt_{EXAMPLE_ID}_000003"
 # an attempt's key as core.webhooks.delivery.attempt_key makes it (newest first)
 EXAMPLE_ATTEMPT_CURSOR = f"{EXAMPLE_WEBHOOK_ID}:998106508060000:{EXAMPLE_EVENT_ID}:01"
+EXAMPLE_URL = "https://hooks.example.com/botsched"
 STRING_OR_NULL = ["string", "null"]
 TIME = {"format": "date-time"}
 
@@ -76,12 +77,12 @@ def webhook_schemas(job: dict[str, Any]) -> dict[str, Any]:
     return {
         "Webhook": shape(
             id=ENDPOINT_ID,
-            url=(STRING_OR_NULL, "Where deliveries go; null for wh_jobs.", "https://h.example"),
+            url=(STRING_OR_NULL, "Where deliveries go; null for wh_jobs.", EXAMPLE_URL),
             events=(
                 "array",
                 "The event types delivered; empty: every type.",
                 ["job.completed"],
-                {"items": {"type": "string", "enum": list(EVENT_TYPES)}},
+                {"items": {"type": "string", "enum": list(FILTER_TYPES)}},
             ),
             description=(STRING_OR_NULL, "Its owner's note.", "CRM sync"),
             createdAt=("string", "When it was made.", EXAMPLE_TIME, TIME),
@@ -248,7 +249,8 @@ TEXTS = {
         "The bot's status report",
         "Where a bot the scheduler started reports itself (with SCHEDULER_PUBLIC_URL set): "
         "kept as the job's `botStatus` and a `bot.*` event. Authenticated by its job's token "
-        "in x-spoke-api-key, not by an API key.",
+        "in x-spoke-api-key (or x-meeting-baas-api-key, as later bots send it), not by an API "
+        "key.",
     ),
 }
 
@@ -270,7 +272,7 @@ def _hook(
 def webhook_paths() -> dict[str, Any]:
     events = {"200": _json("JobEvents", "The job's timeline."), "404": ERRORS["404"]}
     one = {"200": _json("WebhookResponse", "The endpoint (never its secrets).")}
-    spec = {"url": "https://hooks.example.com/botsched", "events": ["job.completed"]}
+    spec = {"url": EXAMPLE_URL, "events": ["job.completed"]}
     replayed = {
         "202": _json("ReplayResponse", "Queued for delivery."),
         "404": _error("No such endpoint or event (another tenant's: 404 too)."),

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
+from functools import cache
 from typing import Any
 
 KEY_CHARS = r"A-Za-z0-9_.:~-"
 _KEY = re.compile(rf"^[{KEY_CHARS}]{{1,200}}$")
 _KIND = re.compile(r"^[a-z]{1,20}$")
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.:-]")  # all but the key characters and `~`, the escape
+SEPARATORS = "_.:"  # what keys may hold beside letters, digits and `-`; `~` is the escape
 
 
 @dataclass(frozen=True)
@@ -40,10 +41,17 @@ class Record:
         return replace(self, **changes)
 
 
-def key_part(text: str) -> str:
-    """`text` as a piece of a record key: characters keys may not hold become `~XX` (UTF-8
-    bytes in hex), so distinct texts stay distinct."""
-    return _UNSAFE.sub(lambda match: "".join(f"~{b:02X}" for b in match[0].encode()), text)
+def key_part(text: str, keep: str = "") -> str:
+    """`text` as a piece of a record key: any character but letters, digits, `-` and those of
+    SEPARATORS in `keep` becomes `~XX` (its UTF-8 bytes in hex). So distinct texts stay
+    distinct, and a separator left out of `keep` can follow the part unambiguously."""
+    unsafe = _unsafe(keep)
+    return unsafe.sub(lambda match: "".join(f"~{b:02X}" for b in match[0].encode()), text)
+
+
+@cache
+def _unsafe(keep: str) -> re.Pattern[str]:
+    return re.compile(f"[^A-Za-z0-9{re.escape(keep)}-]")
 
 
 def prefix_end(prefix: str) -> str:

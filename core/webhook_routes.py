@@ -14,20 +14,21 @@ from starlette.routing import Route
 
 from core.config import Settings
 from core.errors import Unauthorized, ValidationFailed
-from core.events import EVENT_TYPES
+from core.events import FILTER_TYPES
 from core.http import parse_model, query_int, read_json, tenant_of
 from core.routing import method_route, query_once
 from core.scheduler import Scheduler
-from core.webhooks.bot_status import CALLBACK_PATH, TOKEN_HEADER, BotReport
+from core.webhooks.bot_status import CALLBACK_PATH, NEWER_TOKEN_HEADER, TOKEN_HEADER, BotReport
 from core.webhooks.endpoints import JOB_URLS, check_events
 
 WEBHOOKS = "/api/scheduler/webhooks"
 JOB_SECRET = "job-secret"  # a path beside /webhooks/{webhookId}, which would match it too
 # an event type: checked by check_events (its message lists them), published as an enum
-EventType = Annotated[str, WithJsonSchema({"type": "string", "enum": list(EVENT_TYPES)})]
+EventType = Annotated[str, WithJsonSchema({"type": "string", "enum": list(FILTER_TYPES)})]
 URL_TEXT = (
     "Where deliveries are POSTed: an https URL to a public host (checked as written and as "
-    "resolved), with no user:password@ and no #fragment."
+    "resolved), with no user:password@ and no #fragment. SCHEDULER_WEBHOOK_ALLOW_PRIVATE "
+    "also allows private hosts, and http to a loopback host."
 )
 EVENTS_TEXT = "The event types to deliver; empty or null: every type."
 
@@ -42,7 +43,7 @@ def _url(description: str, **extra: Any) -> Any:
 def _events() -> Any:
     return Field(
         default=None,
-        max_length=len(EVENT_TYPES),
+        max_length=len(FILTER_TYPES),
         description=EVENTS_TEXT,
         examples=[["job.completed", "job.failed"]],
     )
@@ -170,7 +171,7 @@ class WebhookRoutes:
 
     async def bot_status(self, request: Request) -> Response:
         """A bot's report of itself: authenticated by its job's token, not by an API key."""
-        token = request.headers.get(TOKEN_HEADER)
+        token = request.headers.get(TOKEN_HEADER) or request.headers.get(NEWER_TOKEN_HEADER)
         if not token:
             raise Unauthorized(f"missing {TOKEN_HEADER}: the bot's API key from its config")
         report = parse_model(BotReport, await self._body(request))

@@ -25,6 +25,7 @@ from core.models import Job
 
 CALLBACK_PATH = "/api/scheduler/bot-status"
 TOKEN_HEADER = "x-spoke-api-key"
+NEWER_TOKEN_HEADER = "x-meeting-baas-api-key"  # what later versions of the bot send instead
 CODE_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 
 

@@ -21,11 +21,14 @@
   endpoint failing for SCHEDULER_WEBHOOK_DISABLE_AFTER_SECONDS is disabled, saying since when.
 
 Attempts run concurrently (SCHEDULER_WEBHOOK_CONCURRENCY), each bounded by its timeout (name
-resolution included), so a slow receiver holds one slot for at most that long; a round lasts
-until its slowest chain is done. The local server's delivery loop runs beside its drain, so the
-dispatch never waits for it; a timer's tick (Scheduler.tick, `botsched drain`) delivers after its
-drain, so there the next drain waits for that round. A chain that raises (a store error) is
-logged and leaves the others to finish; its delivery comes due again when its lease ends.
+resolution included), so a slow receiver holds one slot for at most that long. A round lasts
+until its chains are done; while a slow one runs, the round keeps fanning out new events and
+starting the chains that come due (every TOP_UP_SECONDS), so a receiver that hangs delays its own
+deliveries only: another endpoint's events go out meanwhile. A round thus lasts at most about two
+timeouts past its start. The local server's delivery loop runs beside its drain, so the dispatch
+never waits for it; a timer's tick (Scheduler.tick, `botsched drain`) delivers after its drain,
+so there the next drain waits for the round. A chain that raises (a store error) is logged and
+leaves the others to finish; its delivery comes due again when its lease ends.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -54,6 +58,7 @@ ATTEMPT = "attempt"
 FAN_OUT_BATCH = 200
 LEASE_MARGIN = 5  # seconds for the store calls around a POST, past its timeout and the skew
 MS_LIMIT = 10**15
+TOP_UP_SECONDS = 0.25  # while a round's chains run: how often it looks for new work
 FOLLOWING_SCAN = 8  # keys read to find a delivery's next one (other jobs' may sort between)
 
 
@@ -160,42 +165,43 @@ class Deliverer:
     async def deliver_due(self, report: DeliveryReport) -> None:
         """Run a chain for each endpoint and job with a due delivery. While this round's chains
         run, every TOP_UP_SECONDS new events are fanned out and the chains that came due are
-        started too, so that one that hangs holds up its own chain only; the round ends when
-        its first chains have, and the ones started meanwhile are done."""
-        chains: dict[str, asyncio.Task[None]] = {}
+        started too, so that a receiver that hangs holds up its own chains only; the round
+        ends when its first chains have, and the ones started meanwhile, are done."""
+        round_ = _Round(report)
         try:
-            first = await self._start_chains(chains, report)
+            first = await self._start_chains(round_)
             while first and not all(task.done() for task in first):
                 await asyncio.wait(first, timeout=TOP_UP_SECONDS)
-                if not all(task.done() for task in first):
-                    await self.fan_out(report)
-                    await self._start_chains(chains, report)
-        finally:
-            await self._finish(list(chains.values()))
+                if all(task.done() for task in first) or not await self._top_up(round_):
+                    break
+            await _finish(round_.tasks)
+        except BaseException:  # cancelled (or no chain started): so are the chains
+            for task in round_.tasks:
+                task.cancel()
+            raise
 
-    async def _start_chains(
-        self, chains: dict[str, asyncio.Task[None]], report: DeliveryReport
-    ) -> list[asyncio.Task[None]]:
-        """A task for each chain with a due delivery that has none running; returns them."""
+    async def _start_chains(self, round_: _Round) -> list[asyncio.Task[None]]:
+        """A task for each chain with a due delivery and none running; returns them."""
         limit = self.settings.webhook_concurrency * 4
         started = []
         for delivery in await self.store.due_records(DELIVERY, to_ms(self.clock()), limit):
-            name = _chain(delivery) + delivery.data["jobId"]  # its earliest due delivery
-            if name not in chains or chains[name].done():
-                task = asyncio.create_task(self._chain(delivery, report), name=delivery.key)
-                chains[name] = task
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+            name = f"{delivery.data['endpointId']} {delivery.data['jobId']}"
+            if name not in round_.chains or round_.chains[name].done():  # its earliest due one
+                task = asyncio.create_task(self._chain(delivery, round_.report), name=delivery.key)
+                round_.chains[name] = task
                 started.append(task)
+        round_.tasks += started
         return started
 
-    async def _finish(self, chains: list[asyncio.Task[None]]) -> None:
-        """Wait for the chains (cancelled with the round); a chain that raised (a store error)
-        is logged: the others went on, and its lease brings its delivery back."""
-        outcomes = await asyncio.gather(*chains, return_exceptions=True)
-        for task, outcome in zip(chains, outcomes, strict=True):
-            if isinstance(outcome, Exception):
-                log.error("delivering %s failed: %r", task.get_name(), outcome, exc_info=outcome)
+    async def _top_up(self, round_: _Round) -> bool:
+        """Fan out and start the chains due since the round began; False when that failed."""
+        try:
+            await self.fan_out(round_.report)
+            await self._start_chains(round_)
+        except Exception:
+            log.exception("webhooks: a top-up failed; the round finishes the chains it has")
+            return False
+        return True
 
     async def _chain(self, delivery: Record | None, report: DeliveryReport) -> None:
         """Deliver the chain's deliveries in order while they succeed."""
@@ -331,6 +337,22 @@ class Deliverer:
     def _failed_too_long(self, since: str, now: datetime) -> bool:
         failing = now - datetime.fromisoformat(since)
         return failing.total_seconds() >= self.settings.webhook_disable_after_seconds
+
+
+@dataclass
+class _Round:
+    report: DeliveryReport
+    chains: dict[str, asyncio.Task[None]] = field(default_factory=dict)  # the latest, by chain
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)  # every one started
+
+
+async def _finish(tasks: list[asyncio.Task[None]]) -> None:
+    """Wait for the chains; one that raised (a store error) is logged: the others went on, and
+    its lease brings its delivery back."""
+    outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    for task, outcome in zip(tasks, outcomes, strict=True):
+        if isinstance(outcome, Exception):
+            log.error("delivering %s failed: %r", task.get_name(), outcome, exc_info=outcome)
 
 
 def _chain(delivery: Record) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 
 from core.config import Settings
 from core.errors import Conflict, NotFound, ValidationFailed
-from core.events import EVENT_TYPES
+from core.events import FILTER_TYPES
 from core.models import to_ms
 from core.ports import JobStore
 from core.records import Record, key_part
@@ -33,7 +33,7 @@ ENDPOINT_ID = re.compile(r"[A-Za-z0-9_]{1,64}")  # `wh_` + 32 hex digits, or wh_
 
 def endpoint_key(tenant: str, endpoint_id: str) -> str:
     """`{tenant}:{id}`, the tenant with no `:` of its own (a tenant's prefix is no other's)."""
-    return f"{key_part(tenant).replace(':', '~3A')}:{endpoint_id}"
+    return f"{key_part(tenant)}:{endpoint_id}"
 
 
 def view(record: Record, now_ms: int) -> dict[str, Any]:
@@ -49,7 +49,9 @@ def view(record: Record, now_ms: int) -> dict[str, Any]:
 
 def wants(record: Record, event_type: str) -> bool:
     events = record.data.get("events") or []
-    return not record.data.get("disabled") and (not events or event_type in events)
+    family = event_type.split(".", 1)[0] + ".*"
+    wanted = not events or event_type in events or family in events
+    return wanted and not record.data.get("disabled")
 
 
 def signing_secrets(record: Record, settings: Settings, now: datetime) -> list[str]:
@@ -66,14 +68,14 @@ def _live(kept: list[dict[str, Any]], now_ms: int) -> list[dict[str, Any]]:
 def check_events(events: Any) -> list[str]:
     if events is None:
         return []
-    if not isinstance(events, list) or len(events) > len(EVENT_TYPES):
-        raise ValidationFailed(f"events: a list of at most {len(EVENT_TYPES)} event types")
-    unknown = [e for e in events if e not in EVENT_TYPES]
+    if not isinstance(events, list) or len(events) > len(FILTER_TYPES):
+        raise ValidationFailed(f"events: a list of at most {len(FILTER_TYPES)} event types")
+    unknown = [e for e in events if e not in FILTER_TYPES]
     if unknown:
         raise ValidationFailed(
-            f"events: unknown type {str(unknown[0])[:60]!r}; choose from {', '.join(EVENT_TYPES)}"
+            f"events: unknown type {str(unknown[0])[:60]!r}; choose from {', '.join(FILTER_TYPES)}"
         )
-    return sorted(set(events), key=EVENT_TYPES.index)
+    return sorted(set(events), key=FILTER_TYPES.index)
 
 
 class Endpoints:

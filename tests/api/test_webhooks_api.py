@@ -16,7 +16,7 @@ from jsonschema import Draft202012Validator
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
-from core.events import EVENT_TYPES
+from core.events import FILTER_TYPES
 from core.models import utcnow
 from core.openapi import openapi_document
 from core.webhooks.endpoints import signing_secrets
@@ -162,7 +162,7 @@ LOOPBACK_OR_PRIVATE = [
         ({"url": "ftp://hooks.example.com/x"}, "https"),
         ({"url": PUBLIC + "#top"}, "fragment"),
         ({"url": PUBLIC, "events": ["job.exploded"]}, "unknown type 'job.exploded'"),
-        ({"url": PUBLIC, "events": [*EVENT_TYPES, "job.queued"]}, "events"),
+        ({"url": PUBLIC, "events": [*FILTER_TYPES, "job.queued"]}, "events"),
         ({"url": PUBLIC, "events": "job.queued"}, "events"),
         ({"url": PUBLIC, "colour": "blue"}, "colour"),
         ({"url": PUBLIC, "description": "x" * 201}, "description"),
@@ -354,3 +354,28 @@ async def test_a_job_webhook_url_needs_the_job_secret_first(auth_api: Api) -> No
     assert [w["id"] for w in listed] == ["wh_jobs"]
     url = await auth_api.client.patch(f"{WEBHOOKS}/wh_jobs", json={"url": PUBLIC}, headers=A)
     assert "webhookUrl" in assert_error(url, 400)
+
+
+def test_the_document_says_how_each_webhook_route_is_called() -> None:
+    doc = openapi_document()
+    bot = doc["paths"]["/api/scheduler/bot-status"]["post"]
+    assert bot["security"] == [{"botToken": []}]
+    scheme = doc["components"]["securitySchemes"]["botToken"]
+    assert (scheme["type"], scheme["in"], scheme["name"]) == ("apiKey", "header", "x-spoke-api-key")
+    secret = doc["components"]["schemas"]["WebhookSecret"]["properties"]["secret"]
+    assert "once" in secret["description"]
+    shown = [
+        doc["paths"][WEBHOOKS]["post"]["responses"]["201"],
+        doc["paths"][f"{WEBHOOKS}/job-secret"]["post"]["responses"]["201"],
+        doc["paths"][f"{WEBHOOKS}/{{webhookId}}/rotate"]["post"]["responses"]["200"],
+    ]
+    for response in shown:
+        assert response["headers"]["Cache-Control"]["schema"]["const"] == "no-store"
+        assert "once" in response["description"] or "secret" in response["description"]
+    for path, item in doc["paths"].items():
+        if path.startswith(WEBHOOKS) or path.endswith("/events"):
+            for operation in item.values():
+                assert operation.get("security") is None  # the API key, as everywhere
+    delivered = doc["webhooks"]["event"]["post"]
+    headers = {p["name"] for p in delivered["parameters"]}
+    assert headers == {"webhook-id", "webhook-timestamp", "webhook-signature"}

@@ -115,12 +115,14 @@ def version_of(job: object) -> str:
 
 
 def test_key_part_makes_keys_of_any_text() -> None:
-    texts = ["plain-Tenant_1.x", "with space", "a/b\\c#d?e", "ünï", "~tilde", "a:b"]
+    texts = ["plain-Tenant-1", "with space", "a/b\\c#d?e", "ünï", "~tilde", "a:b", "a_b", "a.b"]
     parts = [key_part(text) for text in texts]
-    assert parts[0] == "plain-Tenant_1.x" and parts[5] == "a:b"
+    assert parts[0] == "plain-Tenant-1"
     assert len(set(parts)) == len(texts)
     for part in parts:
         Record("webhook", part)  # a valid key
+        assert not set("_.:") & set(part)  # so any of them can follow a part unambiguously
+    assert key_part("a_b:c.d", keep="_.:") == "a_b:c.d"
 
 
 async def test_sqlite_record_query_plans_use_indexes(tmp_path: object) -> None:

@@ -218,3 +218,18 @@ async def test_a_report_racing_a_transition_does_not_stop_it(
         "bot.call_ended",
         "job.cancelled",
     ]
+
+
+def test_an_endpoint_filter_takes_types_and_families() -> None:
+    from core.webhooks.endpoints import check_events, wants
+
+    def endpoint(events: list[str], disabled: bool = False) -> Record:
+        return Record("webhook", "t:wh_1", {"events": check_events(events), "disabled": disabled})
+
+    assert wants(endpoint([]), "bot.recording_paused")  # no filter: everything
+    assert wants(endpoint(["bot.*"]), "bot.recording_paused")  # a code beyond the known five
+    assert not wants(endpoint(["bot.*"]), "job.failed")
+    assert wants(endpoint(["job.*"]), "job.failed")
+    assert wants(endpoint(["job.failed", "bot.call_ended"]), "bot.call_ended")
+    assert not wants(endpoint(["job.failed"]), "job.completed")
+    assert not wants(endpoint([], disabled=True), "job.failed")

@@ -67,10 +67,10 @@ class Rig:
         endpoint_id: str = view["id"]
         return endpoint_id
 
-    async def submit(self, webhook_url: str | None = None) -> str:
+    async def submit(self, webhook_url: str | None = None, job_id: str | None = None) -> str:
         fields = {"meetingUrl": MEETING, "webhookUrl": webhook_url}
         spec = JobSpec.model_validate(fields, context={"webhook_allow_private": True})
-        job, _ = await self.scheduler.submit(self.tenant, spec)
+        job, _ = await self.scheduler.submit(self.tenant, spec, job_id=job_id)
         return job.id
 
     async def drain_until(self, job_id: str, state: JobState) -> None:
@@ -80,9 +80,9 @@ class Rig:
             await self.scheduler.drain_once()
         raise AssertionError(f"job {job_id} did not reach {state.value}")
 
-    async def start_job(self, webhook_url: str | None = None) -> str:
+    async def start_job(self, webhook_url: str | None = None, job_id: str | None = None) -> str:
         """Submitted and dispatched: queued, provisioning, running."""
-        job_id = await self.submit(webhook_url)
+        job_id = await self.submit(webhook_url, job_id)
         await self.drain_until(job_id, JobState.RUNNING)
         return job_id
 
@@ -90,9 +90,9 @@ class Rig:
         self.backend.finish(job_id)
         await self.drain_until(job_id, JobState.COMPLETED)
 
-    async def run_job(self, webhook_url: str | None = None) -> str:
+    async def run_job(self, webhook_url: str | None = None, job_id: str | None = None) -> str:
         """A job through its whole life: queued, provisioning, running, completed."""
-        job_id = await self.start_job(webhook_url)
+        job_id = await self.start_job(webhook_url, job_id)
         await self.finish_job(job_id)
         return job_id
 
