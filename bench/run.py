@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import cold, http_bench, latency, stores
+from bench import cold, http_bench, latency, stores, webhooks
 from bench.table import Row, Sample, at_least, at_most, ratio_of, render
 
 QUEUE_SMALL, QUEUE_BIG = 100, 4_000
@@ -220,6 +220,7 @@ def main() -> None:
         rows += cold_rows(args.rounds + 2)
         rows += store_rows(Path(tmp))
         rows += start_rows(Path(tmp))
+        rows += webhooks.rows(args.rounds)
     print(f"\n{before} before the run\n")
     print(render(rows))
 

@@ -84,21 +84,29 @@ def cmd_drain(args: argparse.Namespace) -> None:
 
 
 async def _drain(settings: Settings, once: bool) -> None:
+    from core.loops import deliver_forever
     from core.runtime import Runtime
 
     runtime = Runtime(settings)
     try:
         scheduler = await runtime.scheduler()
-        while True:
-            report = await scheduler.tick()
-            print(
-                json.dumps(report.model_dump(exclude_defaults=True) or {"idle": True}), flush=True
-            )
-            if once:
-                return
-            await asyncio.sleep(settings.polling_interval)
+        if once:
+            _print_report(await scheduler.tick())
+            return
+        # the webhook deliveries beside the drains, as `serve` runs them: neither waits
+        delivering = asyncio.create_task(deliver_forever(scheduler, settings.polling_interval))
+        try:
+            while True:
+                _print_report(await scheduler.drain_once())
+                await asyncio.sleep(settings.polling_interval)
+        finally:
+            delivering.cancel()
     finally:
         await runtime.close()
+
+
+def _print_report(report: Any) -> None:
+    print(json.dumps(report.model_dump(exclude_defaults=True) or {"idle": True}), flush=True)
 
 
 def cmd_submit(args: argparse.Namespace) -> None:

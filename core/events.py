@@ -43,7 +43,7 @@ EVENT_TYPES = JOB_EVENTS + BOT_EVENTS
 # what an endpoint's filter may name: a type, or all of a family (bot.* also takes the codes
 # a bot reports beyond BOT_CODES)
 FILTER_TYPES = (*EVENT_TYPES, "job.*", "bot.*")
-_SUMMARY = (
+SUMMARY_FIELDS = (
     "id",
     "status",
     "reason",
@@ -60,6 +60,7 @@ _SUMMARY = (
     "completedAt",
     "metadata",
 )
+_SUMMARY_SET = set(SUMMARY_FIELDS)
 
 
 def events_prefix(job_id: str) -> str:
@@ -91,8 +92,12 @@ def bot_report(old: Job | None, new: Job) -> str | None:
     return f"bot.{new.botStatus}"
 
 
-def outbox(old: Job | None, new: Job, now: datetime) -> tuple[Job, list[Record]]:
-    """`new` numbered for the events its write makes, and those events as records."""
+def outbox(
+    old: Job | None, new: Job, now: datetime, deliver: bool = True
+) -> tuple[Job, list[Record]]:
+    """`new` numbered for the events its write makes, and those events as records; `deliver`:
+    marked due for the deliverer (someone may want them). `new` is the caller's own copy: it is
+    numbered in place."""
     types = [kind for kind in (transition(old, new), bot_report(old, new)) if kind]
     if not types:
         return new, []
@@ -100,22 +105,30 @@ def outbox(old: Job | None, new: Job, now: datetime) -> tuple[Job, list[Record]]
     records = []
     for kind in types:
         seq += 1
-        records.append(_event(new, kind, seq, now))
-    return new.model_copy(update={"eventSeq": seq}), records
+        records.append(_event(new, kind, seq, now, deliver))
+    new.eventSeq = seq
+    return new, records
 
 
 def summary(job: Job) -> dict[str, Any]:
     """What an event says of its job: its state and why, not its whole config."""
-    view = job.model_dump(mode="json", include=set(_SUMMARY))
-    view["containerId"] = job.execution.id if job.execution else None
-    view["backend"] = job.execution.backend if job.execution else None
-    return view
+    return json.loads(summary_json(job))  # type: ignore[no-any-return]
 
 
-def _event(job: Job, kind: str, seq: int, now: datetime) -> Record:
+def summary_json(job: Job) -> str:
+    """`summary` as JSON text, written by pydantic's serializer in one step."""
+    text = job.model_dump_json(include=_SUMMARY_SET)
+    run = job.execution
+    if run is None:
+        return f'{text[:-1]},"containerId":null,"backend":null}}'
+    return f'{text[:-1]},"containerId":{json.dumps(run.id)},"backend":{json.dumps(run.backend)}}}'
+
+
+def _event(job: Job, kind: str, seq: int, now: datetime, deliver: bool) -> Record:
     key = event_id(job.id, seq)
     timestamp = now.isoformat().replace("+00:00", "Z")
-    body = {"id": key, "type": kind, "timestamp": timestamp, "data": summary(job)}
+    # the id (key characters), the type (ours) and the time (ISO 8601) need no escaping
+    head = f'{{"id":"{key}","type":"{kind}","timestamp":"{timestamp}"'
     data = {
         "id": key,
         "type": kind,
@@ -123,11 +136,11 @@ def _event(job: Job, kind: str, seq: int, now: datetime) -> Record:
         "tenant": job.tenant,
         "seq": seq,
         "createdAt": timestamp,
-        "body": json.dumps(body, separators=(",", ":"), ensure_ascii=False),
+        "body": f'{head},"data":{summary_json(job)}}}',
     }
     if job.webhookUrl:
         data["webhookUrl"] = job.webhookUrl
-    return Record(EVENT, key, data, due=to_ms(now))
+    return Record(EVENT, key, data, due=to_ms(now) if deliver else None)
 
 
 def timeline(records: list[Record]) -> list[dict[str, Any]]:

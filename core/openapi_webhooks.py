@@ -6,8 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.events import _SUMMARY as SUMMARY_FIELDS  # what an event says of its job
-from core.events import EVENT_TYPES, FILTER_TYPES
+from core.events import (
+    EVENT_TYPES,
+    FILTER_TYPES,
+    SUMMARY_FIELDS,  # what an event says of its job
+)
 from core.models import EXAMPLE_ID, EXAMPLE_TIME
 from core.openapi_paths import (
     BODY_ERRORS,

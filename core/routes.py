@@ -37,6 +37,7 @@ from core.http import (
     tenant_of,
 )
 from core.intake import parse_batch, parse_job
+from core.loops import deliver_forever, drain_forever
 from core.meeting_config import MeetingRequest, check_no_nul_fields, meeting_view
 from core.metrics import render_metrics
 from core.models import Job, JobSpec, JobState, utcnow
@@ -118,35 +119,6 @@ def _lifespan(
             await runtime.close()
 
     return lifespan
-
-
-async def drain_forever(scheduler: Scheduler, every: float) -> None:
-    """The local timer: one drain per interval; a failed drain is logged, never fatal."""
-    while True:
-        try:
-            report = await scheduler.drain_once()
-            if report.dispatched or report.completed or report.failed or report.retried:
-                log.info("drain: %s", report.model_dump(exclude_defaults=True))
-        except Exception:
-            log.exception("drain failed; trying again next interval")
-        # a backend that can tell when one of its runs ends (process) cuts the wait short
-        wait_ended = getattr(scheduler.backend, "wait_ended", None)
-        await (wait_ended(every) if wait_ended else asyncio.sleep(every))
-
-
-async def deliver_forever(scheduler: Scheduler, every: float) -> None:
-    """The local server's webhook deliveries, apart from the drain so that neither waits for
-    the other: a round per interval, or as soon as a write made events."""
-    while True:
-        scheduler.outbox_written.clear()
-        try:
-            report = await scheduler.deliverer.run_once()
-            if report.delivered or report.failed or report.dead:
-                log.info("webhooks: %s", report.model_dump(exclude_defaults=True))
-        except Exception:
-            log.exception("webhook delivery failed; trying again next interval")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(scheduler.outbox_written.wait(), every)
 
 
 class Routes:
@@ -402,4 +374,4 @@ def _dispatch_soon(scheduler: Scheduler) -> BackgroundTask:
     return BackgroundTask(dispatch)
 
 
-__all__ = ["Routes", "build_app", "deliver_forever", "drain_forever"]
+__all__ = ["Routes", "build_app"]

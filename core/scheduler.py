@@ -53,7 +53,7 @@ class Scheduler(Lifecycle):
         self._dispatch_wanted = False
         self._drain_lock = asyncio.Lock()
         self.deliverer = Deliverer(store, settings, clock)
-        self.webhooks = Webhooks(store, settings, clock, self.deliverer)
+        self.webhooks = Webhooks(store, settings, clock, self.deliverer, self.subscriptions.changed)
 
     # -- client operations -------------------------------------------------------------------
 
@@ -81,7 +81,7 @@ class Scheduler(Lifecycle):
         )
         if spec.webhookUrl is not None:
             await self._check_job_secret(tenant)
-        job, events = outbox(None, job, now)
+        job, events = outbox(None, job, now, await self.subscriptions.wanted(job))
         try:
             created = await self.store.create(job, events)
         except DuplicateKey as duplicate:

@@ -21,6 +21,7 @@ from core.events import outbox
 from core.faults import FAULTS
 from core.models import DrainReport, ExecutionRef, Job, JobState
 from core.ports import Backend, JobStore
+from core.webhooks.subscriptions import Subscriptions
 
 log = logging.getLogger("botsched.scheduler")
 REBASES = 5  # writes retried on a job whose only change meanwhile was its bot's report
@@ -50,6 +51,7 @@ class Transitions:
         self.clock = clock
         self.events: Counter[str] = Counter()
         self.outbox_written = asyncio.Event()  # set when a write made events: wakes delivery
+        self.subscriptions = Subscriptions(store)
         self._bot_tokens: dict[str, str] = {}  # job id -> the token its claim's bot is given
 
     def _now(self, now: datetime | None) -> datetime:
@@ -83,7 +85,8 @@ class Transitions:
     async def _write_once(self, job: Job, **changes: Any) -> Job:
         assert job.version is not None, "only stored jobs can be updated"
         changes.setdefault("updatedAt", self.clock())
-        new, events = outbox(job, job.model_copy(update=changes), changes["updatedAt"])
+        new = job.model_copy(update=changes)
+        new, events = outbox(job, new, changes["updatedAt"], await self.subscriptions.wanted(new))
         written = await self.store.update(new, job.version, events)
         if events:
             self.outbox_written.set()

@@ -9,6 +9,7 @@ import pytest
 
 from tests.azurite_env import AzuriteEnv, AzuriteUnavailable, start_azurite
 from tests.ci import unavailable
+from tests.gcloud_env import EmulatorUnavailable, FirestoreEmulator, start_firestore
 from tests.podman_env import PodmanEnv, PodmanUnavailable, start_podman
 
 
@@ -45,3 +46,26 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzuriteEnv]:
         yield env
     finally:
         env.stop()
+
+
+@pytest.fixture(scope="session")
+def firestore_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FirestoreEmulator]:
+    """A private Firestore emulator for the whole session. Without gcloud (or Java, or
+    google-cloud-firestore) this skips, except in CI (`CI` set), where it fails."""
+    try:
+        if not _installed("google.cloud.firestore_v1"):
+            raise EmulatorUnavailable("google-cloud-firestore is missing: pip install -e '.[gcp]'")
+        env = start_firestore(tmp_path_factory.mktemp("firestore"))
+    except EmulatorUnavailable as exc:
+        unavailable(exc)
+    try:
+        yield env
+    finally:
+        env.stop()
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False

@@ -27,7 +27,7 @@ class MemoryRecords:
 
     async def put_record(self, record: Record, expected_version: str | None) -> Record:
         self._check_put(record, expected_version)
-        return self._write(record)
+        return record.but(version=str(self._write(record)))
 
     async def get_record(self, kind: str, key: str) -> Record | None:
         kept = self._record_data.get((kind, key))
@@ -80,7 +80,8 @@ class MemoryRecords:
         if kept is not None and str(kept[2]) != expected_version:
             raise Conflict(f"{record.kind} {record.key} was changed concurrently")
 
-    def _write(self, record: Record) -> Record:
+    def _write(self, record: Record) -> int:
+        """Keep `record`; returns its new version."""
         old = self._record_data.get((record.kind, record.key))
         version = 1 if old is None else old[2] + 1
         if old is None:
@@ -90,7 +91,7 @@ class MemoryRecords:
         if record.due is not None:
             self._record_dues[record.kind].add(_due_key(record.due, record.key))
         self._record_data[record.kind, record.key] = (json.dumps(record.data), record.due, version)
-        return record.but(version=str(version))
+        return version
 
 
 def _record(kind: str, key: str, kept: Kept) -> Record:

@@ -59,7 +59,7 @@ FAN_OUT_BATCH = 200
 LEASE_MARGIN = 5  # seconds for the store calls around a POST, past its timeout and the skew
 MS_LIMIT = 10**15
 TOP_UP_SECONDS = 0.25  # while a round's chains run: how often it looks for new work
-FOLLOWING_SCAN = 8  # keys read to find a delivery's next one (other jobs' may sort between)
+FOLLOWING_SCAN = 8  # keys read to find a delivery's next one (see _own)
 
 
 class DeliveryReport(BaseModel):
@@ -356,14 +356,15 @@ async def _finish(tasks: list[asyncio.Task[None]]) -> None:
 
 
 def _chain(delivery: Record) -> str:
-    """The key prefix of an endpoint's deliveries of one job (and of the jobs whose id is this
-    one's followed by `_…`: _own tells them apart)."""
+    """The key prefix of an endpoint's deliveries of one job."""
     return f"{delivery.data['endpointId']}:{events_prefix(delivery.data['jobId'])}"
 
 
 def _own(delivery: Record, found: list[Record]) -> list[Record]:
-    """The deliveries of `found` that are of `delivery`'s job: a job `a_b` must never hold up
-    job `a`'s deliveries, nor wait for them (wh_jobs is one endpoint id for every tenant)."""
+    """The deliveries of `found` that are of `delivery`'s job. Event keys escape the `_` of job
+    ids, so a prefix holds one job's; but a store may keep deliveries keyed before they did,
+    where job `a_b`'s would sit under job `a`'s prefix: one job must never hold up another's
+    (wh_jobs is one endpoint id for every tenant)."""
     return [record for record in found if record.data["jobId"] == delivery.data["jobId"]]
 
 

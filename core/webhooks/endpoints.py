@@ -79,10 +79,17 @@ def check_events(events: Any) -> list[str]:
 
 
 class Endpoints:
-    def __init__(self, store: JobStore, settings: Settings, clock: Callable[[], datetime]):
+    def __init__(
+        self,
+        store: JobStore,
+        settings: Settings,
+        clock: Callable[[], datetime],
+        on_change: Callable[[str], None] | None = None,
+    ):
         self.store = store
         self.settings = settings
         self.clock = clock
+        self.on_change = on_change or (lambda tenant: None)  # a tenant's endpoints changed
 
     async def check_url(self, url: Any) -> str:
         if not isinstance(url, str):
@@ -116,6 +123,7 @@ class Endpoints:
         record = Record(WEBHOOK, endpoint_key(tenant, endpoint_id), data)
         try:
             stored = await self.store.put_record(record, None)
+            self.on_change(tenant)
         except Conflict:
             raise Conflict(
                 f"{endpoint_id} exists; rotate its secret: POST /api/scheduler/webhooks/"
@@ -144,10 +152,12 @@ class Endpoints:
     async def delete(self, tenant: str, endpoint_id: str) -> None:
         record = await self.get(tenant, endpoint_id)
         await self.store.delete_record(WEBHOOK, record.key)
+        self.on_change(tenant)
 
     async def change(self, tenant: str, endpoint_id: str, **fields: Any) -> dict[str, Any]:
         """Set url, events, description or enabled (a disabled endpoint comes back healthy)."""
         updated = await self._update(tenant, endpoint_id, lambda data: _changed(data, fields))
+        self.on_change(tenant)
         return self.view(updated)
 
     async def rotate(self, tenant: str, endpoint_id: str) -> tuple[dict[str, Any], str]:

@@ -27,8 +27,9 @@ class Webhooks(Endpoints):
         settings: Settings,
         clock: Callable[[], datetime],
         deliverer: Deliverer,
+        on_change: Callable[[str], None] | None = None,
     ) -> None:
-        super().__init__(store, settings, clock)
+        super().__init__(store, settings, clock, on_change)
         self.deliverer = deliverer
 
     async def events(self, job_id: str) -> list[dict[str, Any]]:

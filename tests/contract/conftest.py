@@ -7,9 +7,8 @@ the firestore store on a private Firestore emulator (tests/gcloud_env.py), likew
 
 from __future__ import annotations
 
-import importlib.util
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,9 +23,8 @@ from core.stores.firestore import FirestoreStore
 from core.stores.memory import MemoryStore
 from core.stores.sqlite import SqliteStore
 from tests.azurite_env import AzuriteEnv
-from tests.ci import unavailable
 from tests.d1_fake import D1Database
-from tests.gcloud_env import EmulatorUnavailable, FirestoreEmulator, start_firestore
+from tests.gcloud_env import FirestoreEmulator
 
 BASE = datetime(2025, 3, 1, 12, 0, 0, 123000, tzinfo=UTC)
 STORES = ["memory", "sqlite", "azure_table", "firestore", "d1"]
@@ -52,29 +50,6 @@ def make_job(**overrides: Any) -> Job:
 def fresh_table() -> str:
     """A table name no other test uses, so tests on one Azurite never see each other's rows."""
     return "t" + uuid.uuid4().hex[:12]
-
-
-@pytest.fixture(scope="session")
-def firestore_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FirestoreEmulator]:
-    """A private Firestore emulator for the whole session. Without gcloud (or Java, or
-    google-cloud-firestore) this skips, except in CI (`CI` set), where it fails."""
-    try:
-        if not _installed("google.cloud.firestore_v1"):
-            raise EmulatorUnavailable("google-cloud-firestore is missing: pip install -e '.[gcp]'")
-        env = start_firestore(tmp_path_factory.mktemp("firestore"))
-    except EmulatorUnavailable as exc:
-        unavailable(exc)
-    try:
-        yield env
-    finally:
-        env.stop()
-
-
-def _installed(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:  # a parent package is missing
-        return False
 
 
 def fresh_collection() -> str:

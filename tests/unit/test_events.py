@@ -94,12 +94,21 @@ async def test_a_store_refusing_the_event_refuses_the_transition(
     assert (await fresh(store, job)).status is JobState.QUEUED
 
 
-async def test_new_events_are_due_for_delivery(scheduler: Scheduler, store: JobStore) -> None:
-    job, _ = await scheduler.submit("t1", spec())
+async def test_new_events_are_due_for_delivery_when_someone_may_want_them(
+    scheduler: Scheduler, store: JobStore
+) -> None:
+    """Every event is kept; only one an endpoint may want is queued for the deliverer."""
+    quiet, _ = await scheduler.submit("t1", spec())
+    assert await store.due_records(EVENT, 2**53, 10) == []
+    assert await types_of(scheduler, quiet) == ["job.queued"]  # kept all the same
+    await scheduler.webhooks.create("t1", "https://hooks.example.com/in", [], None)
+    job, _ = await scheduler.submit("t1", spec())  # the tenant has an endpoint now
+    other, _ = await scheduler.submit("t2", spec())  # another tenant has none
     (event,) = await store.due_records(EVENT, 2**53, 10)
     assert event.key == event_id(job.id, 1) and event.data["tenant"] == "t1"
     body = json.loads(event.data["body"])
     assert body["type"] == "job.queued" and body["id"] == event.key
+    assert body["data"]["id"] == job.id and other.id != job.id
 
 
 # -- the bot's own status ----------------------------------------------------------------------

@@ -9,10 +9,8 @@ from pathlib import Path
 import pytest
 
 from core.ports import JobStore
-from tests.contract.conftest import STORES, _build, firestore_emulator
+from tests.contract.conftest import STORES, _build
 from tests.webhooks.receiver import Receiver, free_port
-
-__all__ = ["firestore_emulator"]  # the session's emulator, as tests/contract/ has it
 
 
 @pytest.fixture(params=STORES)

@@ -12,10 +12,10 @@ from typing import Any
 
 from core.config import Settings
 from core.events import EVENT, events_prefix
+from core.loops import deliver_forever, drain_forever
 from core.models import JobSpec, JobState
 from core.ports import JobStore
 from core.records import Record
-from core.routes import deliver_forever, drain_forever
 from core.scheduler import Scheduler
 from core.webhooks.delivery import ATTEMPT, DELIVERY
 from tests.fakes import FakeBackend

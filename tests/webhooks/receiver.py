@@ -9,7 +9,8 @@ may verify) and logged as one JSON line to the log: webhook-id, type, job id, se
 secret verified it, the body's SHA-256 and what it was answered. An unverifiable delivery is
 logged with `verified: false` and answered 401, whatever the behaviour.
 
-`POST /control {"mode": ...}` switches the behaviour for the next deliveries:
+`POST /control {"mode": ..., ...}` sets the behaviour for the next deliveries (a field not given
+takes its default):
 
 - `ok`: 200 (after `delay` seconds, default 0);
 - `fail`: `status` (default 500);
@@ -34,6 +35,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,8 +99,8 @@ def verify(secrets: list[str], body: bytes, headers: dict[str, str]) -> tuple[st
     for secret in secrets:
         try:
             Webhook(secret).verify(body, headers, json_parse=False)
-        except WebhookVerificationError as exc:
-            error = str(exc)
+        except (WebhookVerificationError, ValueError) as exc:  # ValueError: a malformed header
+            error = str(exc) or type(exc).__name__
             continue
         return fingerprint(secret), ""
     return None, error
@@ -111,7 +113,7 @@ class ReceiverApp:
         self.secrets = Secrets(secrets_file)
         self.log = log
         self.behaviour = Behaviour()
-        self.on_down: list[Any] = []  # callables that stop the server
+        self.on_down: list[Callable[[], None]] = []  # what stops the server
         self._lock = threading.Lock()
         self._released = asyncio.Event()  # set on shutdown: hung requests give up
         routes = [
@@ -129,7 +131,7 @@ class ReceiverApp:
         if body.get("mode", self.behaviour.mode) not in MODES:
             return JSONResponse({"error": f"mode: one of {MODES}"}, status_code=400)
         fields = {name: body[name] for name in ("mode", "delay", "status", "hang") if name in body}
-        self.behaviour = Behaviour(**{**asdict(self.behaviour), **fields})
+        self.behaviour = Behaviour(**fields)  # what is not given is the default
         if self.behaviour.mode == "down":
             for stop in self.on_down:
                 stop()
@@ -272,7 +274,7 @@ class Handle:
                 raise RuntimeError(f"the receiver on {self.port} did not stop")
             time.sleep(0.02)
 
-    def wait_up(self, alive: Any = None) -> None:
+    def wait_up(self, alive: Callable[[], bool] | None = None) -> None:
         deadline = time.monotonic() + START_SECONDS
         while not _accepts(self.port):
             if time.monotonic() > deadline or (alive is not None and not alive()):

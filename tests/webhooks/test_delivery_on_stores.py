@@ -3,7 +3,7 @@
 Real: the receiver (Starlette under uvicorn on a loopback port, in a thread of its own, checking
 each Standard Webhooks signature with the `standardwebhooks` package), the stores (memory,
 SQLite, D1 on its sqlite3 stand-in, Azure Table on Azurite, Firestore on its emulator), the
-scheduler, the deliverer and the local server's delivery loop (core/routes.py deliver_forever),
+scheduler, the deliverer and the local server's delivery loop (core/loops.py deliver_forever),
 real time and a real HTTP client. Fake: the backend (tests/fakes.py runs no bot; the test plays
 the platform by ending each run).
 """
@@ -30,6 +30,9 @@ JOBS = 5
 async def test_every_event_of_a_job_arrives_verified_in_order_once(
     store: JobStore, receiver: Receiver
 ) -> None:
+    """A job's four events (queued, provisioning, running, completed), each sent once and
+    accepted at the first attempt, verified, in order. Real: receiver, store, scheduler,
+    delivery loop. Fake: backend."""
     rig = Rig(store)
     endpoint_id = await rig.endpoint(receiver)
     async with delivering(rig.scheduler):
@@ -55,7 +58,8 @@ async def test_concurrent_jobs_reach_two_endpoints_each_in_order(
 ) -> None:
     """JOBS jobs at once, to two endpoints of the tenant (paths /a and /b of one receiver, each
     with its own secret; /b wants two event types) and to one job's own webhookUrl (/job, signed
-    with the tenant's job secret)."""
+    with the tenant's job secret). Real: receiver, store, scheduler, delivery loop. Fake:
+    backend."""
     rig = Rig(store)
     await rig.endpoint(receiver, "/a")
     await rig.endpoint(receiver, "/b", events=["job.queued", "job.completed"])
