@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
 
 from core.scheduler import Scheduler
 
@@ -41,3 +43,16 @@ async def deliver_forever(scheduler: Scheduler, every: float) -> None:
             log.exception("webhook delivery failed; trying again next interval")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(scheduler.outbox_written.wait(), every)
+
+
+@contextlib.asynccontextmanager
+async def running(*loops: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
+    """Run `loops` as tasks for the block; cancelled and awaited when it ends."""
+    tasks = [asyncio.create_task(loop) for loop in loops]
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

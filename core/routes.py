@@ -6,7 +6,6 @@ module on its first call; none of them adds a route of its own.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -37,7 +36,7 @@ from core.http import (
     tenant_of,
 )
 from core.intake import parse_batch, parse_job
-from core.loops import deliver_forever, drain_forever
+from core.loops import deliver_forever, drain_forever, running
 from core.meeting_config import MeetingRequest, check_no_nul_fields, meeting_view
 from core.metrics import render_metrics
 from core.models import Job, JobSpec, JobState, utcnow
@@ -104,18 +103,14 @@ def _lifespan(
 ) -> Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]]:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        tasks = []
+        loops = []
         if drain_every:
             scheduler = await runtime.scheduler()
-            tasks.append(asyncio.create_task(drain_forever(scheduler, drain_every)))
-            tasks.append(asyncio.create_task(deliver_forever(scheduler, drain_every)))
+            loops = [drain_forever(scheduler, drain_every), deliver_forever(scheduler, drain_every)]
         try:
-            yield
+            async with running(*loops):
+                yield
         finally:
-            for task in tasks:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
             await runtime.close()
 
     return lifespan

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.processes import terminate
+from tests.processes import free_port, terminate
 
 ROOT = Path(__file__).resolve().parents[1]
 INSTALL_COMMAND = "npm install --prefix .azurite azurite@3"
@@ -67,13 +67,6 @@ def azurite_command() -> list[str]:
         if candidate and Path(candidate).exists():
             return [node, str(Path(candidate).resolve())]
     raise AzuriteUnavailable(f"azurite is not installed; {INSTALL_HINT}")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _accepts(host: str, port: int) -> bool:

@@ -9,13 +9,14 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.processes import free_port
 
 PROJECT = "demo-botsched"  # a "demo-" project: one that can only ever be an emulator's
 START_TIMEOUT = 60.0  # the first start of the Java server takes a few seconds, more when cold
@@ -95,13 +96,6 @@ def gcloud_command() -> str:
     if shutil.which("java") is None:
         raise EmulatorUnavailable(f"java is not installed; {INSTALL_HINT}")
     return gcloud
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _answers(url: str) -> bool:

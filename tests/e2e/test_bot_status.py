@@ -10,7 +10,6 @@ import json
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -23,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.processes import terminate
+from tests.processes import clean_env, free_port, terminate
 
 pytestmark = pytest.mark.e2e
 
@@ -38,20 +37,6 @@ BOT_EVENTS = [
     "bot.in_call_recording",
     "bot.call_ended",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def clean_env() -> dict[str, str]:
-    prefixes = ("SCHEDULER_", "BOTSCHED_", "BOT_", "DEMO_BOT_")
-    names = ("PORT", "HOST", "PLATFORM", "MAX_JOBS", "CONTAINER_IMAGE", "RECORDINGS_PATH")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes) and k not in names}
-    return {**env, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
 
 
 class Server:

@@ -9,7 +9,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import pytest
 
 from core.backends.process import _is_run
 from core.demo_bot import LABEL
+from tests.processes import clean_env, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -29,23 +29,6 @@ ROOT = Path(__file__).resolve().parents[2]
 JOBS = "/api/scheduler/jobs"
 FINAL = ("completed", "failed", "cancelled")
 MEETING = "https://meet.google.com/e2e-test-run"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def clean_env() -> dict[str, str]:
-    """The test process's environment without anything that would configure the scheduler."""
-    prefixes = ("SCHEDULER_", "BOTSCHED_", "BOT_", "DEMO_BOT_")
-    names = ("PORT", "HOST", "PLATFORM", "MAX_JOBS", "CONTAINER_IMAGE", "RECORDINGS_PATH")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes) and k not in names}
-    env["PYTHONPATH"] = str(ROOT)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
 
 
 class Server:

@@ -9,7 +9,6 @@ import base64
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from typing import Any
 import httpx
 
 from core.backends.process import _is_run
+from tests.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = "demo-botsched"
@@ -31,13 +31,6 @@ PUBSUB_SOURCE = f"//pubsub.googleapis.com/projects/{PROJECT}/topics/{TOPIC}"
 PUBSUB_TYPE = "google.cloud.pubsub.topic.v1.messagePublished"
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def clean_env() -> dict[str, str]:

@@ -26,7 +26,8 @@ from typing import Any
 
 import httpx
 
-from tests.gcp.ff_env import PROJECT, free_port, pubsub_cloudevent, stop_group
+from tests.gcp.ff_env import PROJECT, pubsub_cloudevent, stop_group
+from tests.processes import free_port
 
 START_TIMEOUT = 60.0
 INSTALL_HINT = (

@@ -11,7 +11,6 @@ import contextlib
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
+from tests.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 BOT = Path(__file__).resolve().with_name("bot.py")
@@ -32,13 +33,6 @@ CLEARED_NAMES = (
     *("PORT", "HOST", "PLATFORM", "MAX_JOBS", "CONTAINER_IMAGE", "RECORDINGS_PATH"),
     *("FIRESTORE_EMULATOR_HOST", "FIRESTORE_COLLECTION", "FIRESTORE_DATABASE"),
 )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def botsched(source: Path) -> list[str]:

@@ -10,7 +10,8 @@ import pytest
 
 from core.ports import JobStore
 from tests.contract.conftest import STORES, _build
-from tests.webhooks.receiver import Receiver, free_port
+from tests.processes import free_port
+from tests.webhooks.receiver import Receiver
 
 
 @pytest.fixture(params=STORES)

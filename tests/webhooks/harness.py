@@ -12,7 +12,7 @@ from typing import Any
 
 from core.config import Settings
 from core.events import EVENT, events_prefix
-from core.loops import deliver_forever, drain_forever
+from core.loops import deliver_forever, drain_forever, running
 from core.models import JobSpec, JobState
 from core.ports import JobStore
 from core.records import Record
@@ -149,14 +149,10 @@ async def delivering(
     loops = [deliver_forever(scheduler, every)] + (
         [drain_forever(scheduler, every)] if drain else []
     )
-    tasks = [asyncio.create_task(loop) for loop in loops]
     try:
-        yield
+        async with running(*loops):
+            yield
     finally:
-        for task in tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
         await scheduler.deliverer.close()
 
 

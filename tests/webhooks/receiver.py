@@ -215,13 +215,6 @@ def read_log(log: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines(keepends=True) if line.endswith("\n")]
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def _server(receiver: ReceiverApp, port: int) -> uvicorn.Server:
     config = uvicorn.Config(
         receiver.app,

@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 from core.stores.sqlite import SqliteStore
-from tests.processes import terminate
+from tests.processes import free_port, terminate
 from tests.stress.procs import ROOT, base_env, botsched
 from tests.webhooks.harness import FAST, Entry, Rig, accepted, assert_no_overtaking, wait_until
-from tests.webhooks.receiver import ReceiverProcess, free_port
+from tests.webhooks.receiver import ReceiverProcess
 
 TIMEOUT = 1.0  # a drainer's attempt timeout: its lease is this + the skew (0) + 5 s
 SLOW_ANSWER = 5.0  # the receiver's answers while the first drainer runs: past the timeout
