@@ -39,6 +39,14 @@ _VARIABLES: dict[str, tuple[str, tuple[str, ...]]] = {
     "SCHEDULER_RETRY_BASE_SECONDS": ("retry_base_seconds", ()),
     "SCHEDULER_RETRY_MAX_SECONDS": ("retry_max_seconds", ()),
     "SCHEDULER_JOIN_LEAD_SECONDS": ("join_lead_seconds", ()),
+    "SCHEDULER_JOIN_LEAD_MIN_SECONDS": ("join_lead_min_seconds", ()),
+    "SCHEDULER_JOIN_LEAD_MAX_SECONDS": ("join_lead_max_seconds", ()),
+    "SCHEDULER_JOIN_LEAD_MARGIN_SECONDS": ("join_lead_margin_seconds", ()),
+    "SCHEDULER_LATE_TOLERANCE_SECONDS": ("late_tolerance_seconds", ()),
+    "SCHEDULER_EXPECTED_RUN_SECONDS": ("expected_run_seconds", ()),
+    "SCHEDULER_OVERBOOKING": ("overbooking", ()),
+    "SCHEDULER_MEETING_WINDOW_SECONDS": ("meeting_window_seconds", ()),
+    "SCHEDULER_RESERVATION_BUCKET_SECONDS": ("reservation_bucket_seconds", ()),
     "SCHEDULER_CLAIM_TTL_SECONDS": ("claim_ttl_seconds", ()),
     "SCHEDULER_DISPATCH_LEASE_SECONDS": ("dispatch_lease_seconds", ()),
     "SCHEDULER_MAX_CLOCK_SKEW_SECONDS": ("max_clock_skew_seconds", ()),
@@ -116,6 +124,21 @@ class Settings(BaseModel):
     retry_base_seconds: float = Field(default=10.0, ge=0)
     retry_max_seconds: float = Field(default=600.0, ge=0)
     join_lead_seconds: float = Field(default=60.0, ge=0)
+    # meeting-time scheduling: the lead learned per backend (p95 of claim -> running, plus the
+    # margin) is kept within [min, max]; join_lead_seconds is the lead until one is measured
+    join_lead_min_seconds: float = Field(default=10.0, ge=0)
+    join_lead_max_seconds: float = Field(default=300.0, ge=0)
+    join_lead_margin_seconds: float = Field(default=10.0, ge=0)
+    # a scheduled job not started by joinAt plus this fails with reason `missed`
+    late_tolerance_seconds: float = Field(default=120.0, ge=0)
+    # a run's length when the job has no maxRuntimeSeconds and none has been measured yet
+    expected_run_seconds: float = Field(default=3600.0, gt=0)
+    # a scheduled submit that would overbook its window: `reject` (409 with the earliest free
+    # start) or `queue` (accepted, with a warning)
+    overbooking: Literal["reject", "queue"] = "reject"
+    # two jobs for one meeting starting less than this apart are the same meeting's
+    meeting_window_seconds: float = Field(default=3600.0, gt=0)
+    reservation_bucket_seconds: float = Field(default=900.0, ge=60)
     claim_ttl_seconds: float = Field(default=120.0, gt=0)
     dispatch_lease_seconds: float = Field(default=30.0, gt=0)
     # the most two instances' clocks may differ: a claim is recovered only this long after its

@@ -125,6 +125,18 @@ class Job(JobSpec):
     completedAt: datetime | None = Field(
         default=None, description="When it reached a final state.", examples=[None]
     )
+    meetingKey: str | None = Field(
+        default=None,
+        description="The meeting, whatever the URL's spelling: `meet:abc-defg-hij`, "
+        "`zoom:81234567890`, `teams:…`, `webex:…`; one bot per meeting and time by default.",
+        examples=["meet:abc-defg-hij"],
+    )
+    externalKey: str | None = Field(
+        default=None,
+        description="Your key for the calendar event occurrence this job records "
+        "(PUT /api/scheduler/jobs/by-key/{externalKey}).",
+        examples=[None],
+    )
     botStatus: str | None = Field(
         default=None,
         description="What the bot last reported of itself: `joining_call`, `in_waiting_room`, "

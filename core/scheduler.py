@@ -24,6 +24,7 @@ from core.events import outbox
 from core.lifecycle import Lifecycle
 from core.models import DrainReport, Job, JobSpec, JobState, Page, utcnow
 from core.ports import Backend, JobStore
+from core.records import Record
 from core.values import new_job_id
 from core.webhooks.bot_status import BotReport, check_report, report_fields
 from core.webhooks.delivery import Deliverer
@@ -64,31 +65,51 @@ class Scheduler(Lifecycle):
         idempotency_key: str | None = None,
         *,
         job_id: str | None = None,
+        external_key: str | None = None,
     ) -> tuple[Job, bool]:
         """Queue a job. Returns (job, created); a repeated dedup or idempotency key returns the
         job that already holds it, with created False. `job_id` (default: a new UUID) must not be
         in use: the store raises Conflict."""
         now = self.clock()
-        lead = timedelta(seconds=self.settings.join_lead_seconds)
         job = Job.from_spec(
             spec,
             id=job_id or new_job_id(),
             tenant=tenant,
             idempotencyKey=idempotency_key,
+            externalKey=external_key,
             createdAt=now,
             updatedAt=now,
-            notBefore=spec.joinAt - lead if spec.joinAt else now,
+            notBefore=now,
         )
+        job.notBefore = await self._not_before(job)
         if spec.webhookUrl is not None:
             await self._check_job_secret(tenant)
+        if spec.onCapacity == "reject":
+            await self._check_capacity(job)
         job, events = outbox(None, job, now, await self.subscriptions.wanted(job))
+        created, new = await self._insert(job, events)
+        if new:
+            self.events["submitted"] += 1
+            self.outbox_written.set()
+        return created, new
+
+    async def _not_before(self, job: Job) -> datetime:
+        """When a new job may start: now, or its joinAt less the join lead."""
+        if job.joinAt is None:
+            return job.createdAt
+        return job.joinAt - timedelta(seconds=self.settings.join_lead_seconds)
+
+    async def _check_capacity(self, job: Job) -> None:
+        """For `onCapacity: reject`: raise when the job could not start now (no free slot)."""
+        return None
+
+    async def _insert(self, job: Job, events: list[Record]) -> tuple[Job, bool]:
+        """Write the new job with its events: (the job, True); or (the job already holding its
+        dedup or idempotency key, False)."""
         try:
-            created = await self.store.create(job, events)
+            return await self.store.create(job, events), True
         except DuplicateKey as duplicate:
             return duplicate.existing, False
-        self.events["submitted"] += 1
-        self.outbox_written.set()
-        return created, True
 
     async def _check_job_secret(self, tenant: str) -> None:
         try:

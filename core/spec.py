@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -139,6 +139,19 @@ class JobSpec(BaseModel):
         examples=[{"team": "sales"}],
     )
 
+    onCapacity: Literal["queue", "reject"] = Field(
+        default="queue",
+        description="No slot free to start it now: `queue` it (the default), or `reject` the "
+        "submit with a 429 and Retry-After instead (the header `X-On-Capacity: reject` says "
+        "the same).",
+        examples=["queue"],
+    )
+    allowSecondBot: bool = Field(
+        default=False,
+        description="Start another bot even when an unfinished job of yours is for the same "
+        "meeting at an overlapping time (by default the submit returns that job instead).",
+        examples=[False],
+    )
     webhookUrl: str | None = Field(
         default=None,
         min_length=1,
