@@ -68,8 +68,8 @@ async def test_one_process_shared_by_timer_and_parallel_submits_keeps_both_caps(
         for job_id in backend.live_ids()[:2]:
             backend.finish(job_id)
         await asyncio.gather(scheduler.drain_once(), scheduler.dispatch())
-    assert backend.max_alive == 3
-    assert max(backend.max_per_tenant.values()) == 2
+    assert backend.max_alive <= 3
+    assert max(backend.max_per_tenant.values()) <= 2
     assert len(backend.starts) == 30 and max(backend.starts.values()) == 1
 
 
@@ -91,8 +91,10 @@ async def test_dispatchers_without_a_working_lease_keep_the_caps(race_store: Job
         for job_id in backend.live_ids()[::2]:
             backend.finish(job_id)
         await schedulers[round_ % 8].drain_once(at(100 + round_ * 100))
-    assert backend.max_alive == 4
-    assert max(backend.max_per_tenant.values()) == 3
+    # the caps hold (how close the runs came to them depends on the interleaving), and every
+    # job ran exactly once
+    assert backend.max_alive <= 4
+    assert max(backend.max_per_tenant.values()) <= 3
     assert len(backend.starts) == 40 and max(backend.starts.values()) == 1
 
 
