@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import cold, http_bench, latency, stores, webhooks
+from bench import cold, http_bench, latency, ontime, stores, webhooks
 from bench.table import Row, Sample, at_least, at_most, ratio_of, render
 
 QUEUE_SMALL, QUEUE_BIG = 100, 4_000
@@ -221,6 +221,7 @@ def main() -> None:
         rows += store_rows(Path(tmp))
         rows += start_rows(Path(tmp))
         rows += webhooks.rows(args.rounds)
+        rows += ontime.rows()  # simulated time: the same figures on any machine
     print(f"\n{before} before the run\n")
     print(render(rows))
 

@@ -14,7 +14,9 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any, NoReturn
+from urllib.parse import quote
 
 import httpx
 
@@ -118,6 +120,7 @@ def cmd_submit(args: argparse.Namespace) -> None:
         "maxRuntimeSeconds": args.max_runtime,
         "dedupKey": args.dedup_key,
         "webhookUrl": args.webhook_url,
+        "onCapacity": args.on_capacity,
     }
     spec.update({k: v for k, v in optional.items() if v is not None})
     headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else {}
@@ -150,24 +153,94 @@ def wait_for(
 
 
 def progress_printer() -> Callable[[dict[str, Any], float], None]:
-    """A live line through the states: `[  4s] queued -> provisioning -> running`."""
+    """A live line through the states: `[  4s] queued -> provisioning -> running`; while queued,
+    its place and estimated start; and the moment its bot started, once."""
     seen: list[str] = []
     live = sys.stdout.isatty()
+    shown: dict[str, Any] = {}
 
     def report(job: dict[str, Any], elapsed: float) -> None:
         status = job["status"]
+        position = job.get("queuePosition") if status == "queued" else None
         if not seen or seen[-1] != status:
             seen.append(status)
-        elif not live:
-            return
-        line = f"[{elapsed:4.0f}s] {' -> '.join(seen)}"
+        elif not live and position == shown.get("position"):
+            return  # a new line when the state or the place in the queue changes
+        shown["position"] = position
+        line = f"[{elapsed:4.0f}s] {' -> '.join(seen)}{waiting(job) if status == 'queued' else ''}"
         if status in FINAL and job.get("reason"):
             line += f" ({job['reason']})"
-        print(("\r" + line) if live else line, end="" if live else "\n", flush=True)
+        print(f"\r{line}\x1b[K" if live else line, end="" if live else "\n", flush=True)
+        if job.get("startedAt") and not shown.get("started"):
+            shown["started"] = True
+            print(("\n" if live else "") + f"bot started at {job['startedAt']}", flush=True)
         if live and status in FINAL:
             print()
 
     return report
+
+
+def waiting(job: dict[str, Any]) -> str:
+    """` (position 2, starts in ~3m 5s, at 2030-01-01T10:42:07Z)`, from a queued job's answer."""
+    if "queuePosition" not in job:
+        return ""
+    position = job["queuePosition"]
+    text = f" (position {position}{'+' if position >= 1000 else ''}"
+    start = job.get("estimatedStartAt")
+    if start:
+        moment = datetime.fromisoformat(start)
+        left = (moment - datetime.now(UTC)).total_seconds()
+        text += f", starts in ~{span(left)}, at {start}" if left >= 1 else ", starts now"
+    return text + ")"
+
+
+def span(seconds: float) -> str:
+    """`45s`, `3m 5s`, `2h 10m`, `3d 4h`."""
+    whole = int(seconds)
+    for unit, size, smaller, small_size in (
+        ("d", 86400, "h", 3600),
+        ("h", 3600, "m", 60),
+        ("m", 60, "s", 1),
+    ):
+        if whole >= size:
+            return f"{whole // size}{unit} {whole % size // small_size}{smaller}"
+    return f"{whole}s"
+
+
+def cmd_reschedule(args: argparse.Namespace) -> None:
+    """PATCH the options given; a time of `none` clears it (JSON null)."""
+    body: dict[str, Any] = {}
+    for name, value in (("joinAt", args.join_at), ("deadline", args.deadline)):
+        if value is not None:
+            body[name] = None if value.lower() == "none" else value
+    for name, number in (("priority", args.priority), ("maxRuntimeSeconds", args.max_runtime)):
+        if number is not None:
+            body[name] = number
+    if not body:
+        fail("give one or more of --join-at, --deadline, --priority, --max-runtime", 2)
+    show(client(args).call("PATCH", f"/api/scheduler/jobs/{args.job_id}", json=body)["job"])
+
+
+def cmd_put_by_key(args: argparse.Namespace) -> None:
+    if args.cancel:
+        body: dict[str, Any] = {"cancelled": True}
+    elif not args.meeting_url:
+        fail("--meeting-url is needed (or --cancel)", 2)
+    else:
+        body = {"meetingUrl": args.meeting_url, "priority": args.priority}
+        optional = {
+            "botName": args.bot_name,
+            "joinAt": args.join_at,
+            "deadline": args.deadline,
+            "maxRuntimeSeconds": args.max_runtime,
+        }
+        body.update({k: v for k, v in optional.items() if v is not None})
+    answer = client(args).call(
+        "PUT", f"/api/scheduler/jobs/by-key/{quote(args.key, safe='')}", json=body
+    )
+    for warning in answer.get("warnings", []):
+        print(f"botsched: warning: {warning}", file=sys.stderr)
+    show(answer["job"])
 
 
 def cmd_status(args: argparse.Namespace) -> None:
@@ -247,6 +320,11 @@ def parser() -> argparse.ArgumentParser:
     submit.add_argument("--dedup-key")
     submit.add_argument("--idempotency-key")
     submit.add_argument("--webhook-url", help="https URL this job's events are POSTed to")
+    submit.add_argument(
+        "--on-capacity",
+        choices=["queue", "reject"],
+        help="reject: refuse the job (exit 1) when it cannot start now, rather than queue it",
+    )
     submit.add_argument("--wait", action="store_true", help="follow the job to its end")
     submit.add_argument("--timeout", type=float, default=3600.0, help="seconds --wait waits")
     submit.set_defaults(run=cmd_submit)
@@ -257,6 +335,27 @@ def parser() -> argparse.ArgumentParser:
         one = sub.add_parser(name, help=text)
         one.add_argument("job_id")
         one.set_defaults(run=run)
+    reschedule = sub.add_parser("reschedule", help="change a queued job's time or priority")
+    reschedule.add_argument("job_id")
+    reschedule.add_argument(
+        "--join-at", help="ISO 8601 time the bot should join; none: as soon as possible"
+    )
+    reschedule.add_argument("--deadline", help="ISO 8601 time; none: no deadline")
+    reschedule.add_argument("--priority", type=int)
+    reschedule.add_argument("--max-runtime", type=int, help="seconds before the bot is stopped")
+    reschedule.set_defaults(run=cmd_reschedule)
+    keyed = sub.add_parser(
+        "put-by-key", help="create, change or cancel the job of your key (e.g. calendar event)"
+    )
+    keyed.add_argument("key", help="e.g. {calendarUid}:{occurrenceStart}")
+    keyed.add_argument("--meeting-url")
+    keyed.add_argument("--bot-name")
+    keyed.add_argument("--priority", type=int, default=5)
+    keyed.add_argument("--join-at", help="ISO 8601 time the bot should join")
+    keyed.add_argument("--deadline", help="ISO 8601 time after which it must not start")
+    keyed.add_argument("--max-runtime", type=int, help="seconds before the bot is stopped")
+    keyed.add_argument("--cancel", action="store_true", help="cancel the key's job")
+    keyed.set_defaults(run=cmd_put_by_key)
     logs = sub.add_parser("logs", help="show a job's bot output")
     logs.add_argument("job_id")
     logs.add_argument("--tail", type=int, default=200)

@@ -135,7 +135,7 @@ class Settings(BaseModel):
     expected_run_seconds: float = Field(default=3600.0, gt=0)
     # a scheduled submit that would overbook its window: `reject` (409 with the earliest free
     # start) or `queue` (accepted, with a warning)
-    overbooking: Literal["reject", "queue"] = "reject"
+    overbooking: Literal["reject", "queue"] = "queue"
     # two jobs for one meeting starting less than this apart are the same meeting's
     meeting_window_seconds: float = Field(default=3600.0, gt=0)
     reservation_bucket_seconds: float = Field(default=900.0, ge=60)

@@ -22,7 +22,9 @@ from datetime import datetime, timedelta
 from core.config import Settings
 from core.errors import BackendError, Conflict, StartRefused
 from core.faults import FAULTS
+from core.leads import missed
 from core.models import DrainReport, ExecutionRef, Job, JobState
+from core.reserved_budget import ReservedBudget, reserved_budget
 from core.transitions import Transitions
 from core.webhooks.bot_status import new_token, token_hash, wants_callback, with_callback
 
@@ -88,7 +90,7 @@ class Dispatching(Transitions):
 
     async def _claim(self, now: datetime | None, report: DrainReport) -> list[Job]:
         """Move due jobs to provisioning, as many as the caps seem to allow."""
-        budget = Budget(self.settings, await self.store.active())
+        budget = await self._budget(self._now(now))
         moment = self._now(now)
         until = moment + timedelta(seconds=self.settings.claim_ttl_seconds)
         extra = self.settings.dispatch_batch * bool(budget.per_tenant)
@@ -96,13 +98,20 @@ class Dispatching(Transitions):
         async for job in self._due(moment, budget.free, extra):
             if budget.free <= 0:
                 break
-            if not budget.fits(job.tenant) or _past(job.deadline, moment):
+            if not budget.fits(job.tenant, job) or _past(job.deadline, moment):
                 continue
             owned = await self._claim_one(job, until, report, self._bot_token(job))
             if owned is not None:
                 claimed.append(owned)
                 budget.take(job.tenant)
         return claimed
+
+    async def _budget(self, moment: datetime) -> ReservedBudget:
+        """Free slots under the caps beside the active jobs and the reservations of jobs not
+        active yet, which a claim leaves their slots (core/reserved_budget.py)."""
+        active = await self.store.active()
+        base = Budget(self.settings, active)
+        return await reserved_budget(self.store, self.settings, base, active, moment)
 
     async def _claim_one(
         self, job: Job, until: datetime, report: DrainReport, token: str | None = None
@@ -181,9 +190,14 @@ class Dispatching(Transitions):
 
     async def _start(self, job: Job, claimed_at: float, report: DrainReport) -> int:
         """Start the run of a verified claim, while the claim is young enough that no one can
-        take it for a dead dispatcher's before the run shows on the backend."""
+        take it for a dead dispatcher's before the run shows on the backend. A claim past its
+        meeting window fails `missed` instead: nothing was started for it."""
         if time.monotonic() - claimed_at > self.settings.claim_ttl_seconds / 2:
             await self._undo(job, report)
+            return 0
+        if missed(job, self.settings, self.clock()):
+            self._bot_tokens.pop(job.id, None)
+            await self._miss(job, self.clock(), report)
             return 0
         token = self._bot_tokens.pop(job.id, None)
         started = with_callback(job, token, self.settings) if token else job
@@ -192,9 +206,13 @@ class Dispatching(Transitions):
         except Exception as exc:  # any failure to start is retried, never lost
             return await self._start_failed(job, exc, report)
         FAULTS.point("after_start")
-        return await self._record_run(job, ref, report)
+        return await self._record_run(job, ref, report, measured=True)
 
-    async def _record_run(self, job: Job, ref: ExecutionRef, report: DrainReport) -> int:
+    async def _record_run(
+        self, job: Job, ref: ExecutionRef, report: DrainReport, *, measured: bool = False
+    ) -> int:
+        """Write `running` with the run. `measured`: `job` is the claim this dispatcher just
+        started, so claim -> running is a start latency the join lead learns from."""
         now = self.clock()
         try:
             await self._write(
@@ -212,6 +230,8 @@ class Dispatching(Transitions):
         FAULTS.point("after_running")
         report.dispatched += 1
         self.events["dispatched"] += 1
+        if measured:  # the claim's write time is its updatedAt
+            await self.leads.record((now - job.updatedAt).total_seconds())
         return 1
 
     async def _start_failed(self, job: Job, exc: Exception, report: DrainReport) -> int:

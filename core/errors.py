@@ -84,6 +84,18 @@ class DuplicateKey(SchedulerError):
         self.existing = existing
 
 
+class Overbooked(SchedulerError):
+    """A scheduled job whose window has no free slot under a cap (SCHEDULER_OVERBOOKING=reject,
+    core/reservations.py); `earliestStart`: the earliest joinAt that fits, or null."""
+
+    status = 409
+    code = "overbooked"
+
+    def __init__(self, message: str, earliest_start: str | None) -> None:
+        super().__init__(message, earliestStart=earliest_start)
+        self.earliest_start = earliest_start
+
+
 class ConfigError(SchedulerError):
     code = "config_error"
 

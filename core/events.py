@@ -23,6 +23,7 @@ from core.records import Record, key_part
 EVENT = "event"
 JOB_EVENTS = (
     "job.queued",
+    "job.rescheduled",
     "job.provisioning",
     "job.running",
     "job.retrying",
@@ -61,6 +62,23 @@ SUMMARY_FIELDS = (
     "metadata",
 )
 _SUMMARY_SET = set(SUMMARY_FIELDS)
+# what a client may change while its job is queued (PATCH, PUT by key): such a change of a queued
+# job is the event `job.rescheduled`
+CHANGEABLE_FIELDS = (
+    "meetingUrl",
+    "joinAt",
+    "deadline",
+    "priority",
+    "maxRuntimeSeconds",
+    "botName",
+    "email",
+    "recordingMode",
+    "config",
+    "cpu",
+    "memory",
+    "metadata",
+    "webhookUrl",
+)
 
 
 def events_prefix(job_id: str) -> str:
@@ -77,10 +95,15 @@ def transition(old: Job | None, new: Job) -> str | None:
     if old is None:
         return "job.queued"
     if new.status is old.status:
-        return None
+        return "job.rescheduled" if new.status is JobState.QUEUED and _changed(old, new) else None
     if new.status is JobState.QUEUED and new.attempts == old.attempts:
         return "job.retrying"  # a claim put back before any start lowers attempts: queued
     return f"job.{new.status.value}"
+
+
+def _changed(old: Job, new: Job) -> bool:
+    """Whether a write of a queued job changed what its client asked for."""
+    return any(getattr(old, name) != getattr(new, name) for name in CHANGEABLE_FIELDS)
 
 
 def bot_report(old: Job | None, new: Job) -> str | None:

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 from core.dispatch import Dispatching
 from core.errors import BackendError, ExecutionLost, NotSupported
+from core.leads import missed
 from core.models import DrainReport, Execution, Job, JobState
 
 log = logging.getLogger("botsched.scheduler")
@@ -129,8 +130,13 @@ class Lifecycle(Dispatching):
                 await self._stop_orphan(job_id, ref, report)
 
     async def _expire(self, now: datetime | None, report: DrainReport) -> None:
+        """Fail queued jobs past their deadline: `missed` when it is a scheduled job's meeting
+        window that has passed (core/leads.py), else `expired`."""
         moment = self._now(now)
         for job in await self.store.expiring(moment, self.settings.dispatch_batch):
+            if missed(job, self.settings, moment):
+                await self._miss(job, moment, report)
+                continue
             error = "deadline passed before the job could start"
             if await self._final(
                 job, report, JobState.FAILED, reason="expired", error=error, completedAt=moment

@@ -10,6 +10,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from core import __version__
+from core.capacity import POSITION_LIMIT
+from core.desired import SCHEDULE_FIELDS
 from core.meeting_config import MeetingRequest
 from core.models import EXAMPLE_ID, EXAMPLE_TIME, PRIVATE_FIELDS, Job, JobSpec, JobState
 from core.openapi_paths import REF, SUCCESS, obj, paths, prop, ref
@@ -45,17 +47,93 @@ def public_job(schema: dict[str, Any]) -> dict[str, Any]:
     return {**schema, "properties": properties, "required": list(properties)}
 
 
-def job_schemas() -> dict[str, Any]:
+def job_schemas(spec: dict[str, Any]) -> dict[str, Any]:
+    """The answers with jobs, and the bodies that change one (`spec`: the JobSpec schema)."""
+    changed = {name: spec["properties"][name] for name in SCHEDULE_FIELDS}
     return {
+        "JobView": {
+            "allOf": [
+                ref("Job"),
+                obj(
+                    [],
+                    queuePosition=prop(
+                        "integer",
+                        "While queued: the queued jobs due now, of any tenant, that rank ahead "
+                        "of it (priority, then joinAt or creation); 0: it starts next. At least "
+                        f"{POSITION_LIMIT} "
+                        "when it reads that. For a job not due yet: those the estimate still "
+                        "sees waiting at its time. Not stored: computed for this answer.",
+                        0,
+                        minimum=0,
+                        maximum=POSITION_LIMIT,
+                    ),
+                    estimatedStartAt=prop(
+                        "string",
+                        "While queued: when it should start, from the jobs ahead, the cap and "
+                        "run lengths (each running job's maxRuntimeSeconds or the median of "
+                        "recent runs); never before its notBefore.",
+                        EXAMPLE_TIME,
+                        format="date-time",
+                    ),
+                ),
+            ],
+            "description": "A job; while queued, with its place in the queue.",
+        },
         "JobResponse": obj(
             ["success", "job"],
             success=SUCCESS,
-            job=ref("Job"),
+            job=ref("JobView"),
             duplicate=prop(
-                "boolean", "Present when the job existed (dedup or idempotency key).", True
+                "boolean",
+                "Present when the job existed (dedup or idempotency key, or the same meeting).",
+                True,
             ),
+            duplicateReason={
+                **prop(
+                    "string",
+                    "With `duplicate`: why: `idempotencyKey`, `dedupKey`, or `meeting` (an "
+                    "unfinished job of yours for the same meeting and time).",
+                    "meeting",
+                ),
+                "enum": ["idempotencyKey", "dedupKey", "meeting"],
+            },
+            created=prop("boolean", "PUT by key: whether this PUT created the job.", True),
             warnings=WARNINGS,
         ),
+        "JobChange": {
+            **obj([], **changed),
+            "minProperties": 1,
+            "additionalProperties": False,
+            "description": "The fields to change (at least one); null clears joinAt, deadline "
+            "or maxRuntimeSeconds.",
+        },
+        "DesiredJob": {
+            "anyOf": [
+                {
+                    "allOf": [
+                        ref("JobSpec"),
+                        obj(
+                            [],
+                            cancelled={
+                                "const": False,
+                                "description": "false (or left out): the job as the body says.",
+                                "examples": [False],
+                            },
+                        ),
+                    ]
+                },
+                obj(
+                    ["cancelled"],
+                    cancelled={
+                        "const": True,
+                        "description": "Cancel the key's job in any unfinished state; the rest "
+                        "of the body is not read.",
+                        "examples": [True],
+                    },
+                ),
+            ],
+            "description": "A job as POST /api/scheduler/jobs takes it, or `cancelled: true`.",
+        },
         "JobList": obj(
             ["success", "jobs", "nextCursor"],
             success=SUCCESS,
@@ -131,7 +209,7 @@ def meeting_schemas() -> dict[str, Any]:
             ["success", "meeting", "job"],
             success=SUCCESS,
             meeting={**meeting, "description": "The original's answer."},
-            job=ref("Job"),
+            job=ref("JobView"),
             duplicate=prop("boolean", "Present when the Idempotency-Key found the job.", True),
         )
     }
@@ -147,8 +225,20 @@ def stats_schemas() -> dict[str, Any]:
         maxConcurrentJobs=prop("integer", "The global cap on active jobs.", 10, minimum=1),
         maxConcurrentJobsPerTenant=prop(["integer", "null"], "The per-tenant cap, if any.", None),
         platform=prop("string", "The backend that runs the bots.", "process"),
+        estimatedWaitSeconds=prop(
+            "integer",
+            "How long a job of yours submitted now without joinAt (priority 5) should wait "
+            "for a slot, from the queue ahead, the caps and run lengths.",
+            0,
+            minimum=0,
+        ),
     )
-    stats["required"] += ["maxConcurrentJobs", "maxConcurrentJobsPerTenant", "platform"]
+    stats["required"] += [
+        "maxConcurrentJobs",
+        "maxConcurrentJobsPerTenant",
+        "platform",
+        "estimatedWaitSeconds",
+    ]
     return {
         "Stats": stats,
         "StatsResponse": {
@@ -194,6 +284,16 @@ def service_schemas() -> dict[str, Any]:
             message=prop("string", "What went wrong; a bad field is named.", "meetingUrl: …"),
             fields=prop("array", "The bad fields.", ["meetingUrl"], items={"type": "string"}),
             retryAfter=prop("integer", "With 429: seconds to wait.", 1),
+            state={
+                **ref("JobState"),
+                "description": "With 409 `not_queued`: the job's state.",
+            },
+            estimatedStartAt=prop(
+                "string",
+                "With 429 `at_capacity`: when the job should have started.",
+                EXAMPLE_TIME,
+                format="date-time",
+            ),
         ),
     }
 
@@ -220,7 +320,7 @@ def openapi_document(max_batch: int = DEFAULT_MAX_BATCH) -> dict[str, Any]:
         **schemas["JobState"],
         "description": ", ".join(s.value for s in JobState),
     }
-    for more in (job_schemas(), batch_schemas(max_batch), meeting_schemas()):
+    for more in (job_schemas(schemas["JobSpec"]), batch_schemas(max_batch), meeting_schemas()):
         schemas.update(more)
     schemas.update(stats_schemas(), **service_schemas())
     schemas["EndpointSpec"] = _model(schemas, EndpointSpec)

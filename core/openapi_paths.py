@@ -6,10 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.desired import KEY_PATTERN, KEY_RULE, SCHEDULE_FIELDS
 from core.models import EXAMPLE_ID, JobState
 
 JOBS = "/api/scheduler/jobs"
 JOB = JOBS + "/{jobId}"
+BY_KEY = JOBS + "/by-key/{externalKey}"
 REF = "#/components/schemas/{model}"
 
 
@@ -56,6 +58,16 @@ ERRORS = {
     ),
 }
 BODY_ERRORS = ("400", "408", "413")
+AT_CAPACITY = _error(
+    "Too many requests for this API key; or (`error: at_capacity`) `onCapacity: reject` and "
+    "no slot to start the job now: Retry-After is the seconds until its estimated start "
+    "(`estimatedStartAt`).",
+    **{"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}},
+)
+NOT_QUEUED = _error(
+    "`not_queued`: the job is not queued any more, so it cannot be changed (`state` says "
+    "its state); or it changed meanwhile (`conflict`): try again."
+)
 
 
 def _op(
@@ -121,6 +133,23 @@ LISTING = [
         type="string",
     ),
 ]
+ON_CAPACITY = _param(
+    "header",
+    "X-On-Capacity",
+    "`reject`: the body's `onCapacity` when the body has none (a job with no free slot to start "
+    "now is refused with 429 and Retry-After instead of queued).",
+    "reject",
+    type="string",
+    enum=["queue", "reject"],
+)
+EXTERNAL_KEY = _param(
+    "path",
+    "externalKey",
+    f"Your key for the job, e.g. `{{calendarUid}}:{{occurrenceStart}}`: {KEY_RULE}.",
+    "cal-5f2b0c1e:2030-01-01T10:00:00Z",
+    type="string",
+    pattern=KEY_PATTERN,
+)
 TAIL = _param(
     "query", "tail", "How many lines, from the end.", 200, type="integer", minimum=1, maximum=10_000
 )
@@ -152,10 +181,10 @@ def job_paths() -> dict[str, Any]:
                 "`joinAt` is near. A repeated `dedupKey` or Idempotency-Key returns the job "
                 "that holds it, with 200 and `duplicate: true`.",
                 "Jobs",
-                {"201": _json("JobResponse", "Queued."), "200": job},
+                {"201": _json("JobResponse", "Queued."), "200": job, "429": AT_CAPACITY},
                 BODY_ERRORS,
                 operationId="submitJob",
-                parameters=[IDEMPOTENCY_KEY],
+                parameters=[IDEMPOTENCY_KEY, ON_CAPACITY],
                 requestBody=_body("JobSpec", JOB_EXAMPLE),
             ),
             "get": _op(
@@ -180,6 +209,7 @@ def job_paths() -> dict[str, Any]:
                 },
                 BODY_ERRORS,
                 operationId="submitBatch",
+                parameters=[ON_CAPACITY],
                 requestBody=_body("BatchRequest", {"jobs": [JOB_EXAMPLE]}),
             )
         },
@@ -192,12 +222,25 @@ def job_item_paths() -> dict[str, Any]:
         JOB: {
             "get": _op(
                 "Get a job",
-                "The job and its state.",
+                "The job and its state; while queued, its `queuePosition` and `estimatedStartAt`.",
                 "Jobs",
                 {"200": job},
                 ("404",),
                 operationId="getJob",
                 parameters=[JOB_ID],
+            ),
+            "patch": _op(
+                "Reschedule a queued job",
+                f"Changes any of {', '.join(SCHEDULE_FIELDS)} of a queued job, checked as a "
+                "submit checks them (null clears joinAt, deadline or maxRuntimeSeconds); a new "
+                "joinAt moves the time it may start. The change is the event "
+                "`job.rescheduled`. 409 `not_queued` (with `state`) once the job left the queue.",
+                "Jobs",
+                {"200": _json("JobResponse", "The job, changed."), "409": NOT_QUEUED},
+                ("404", *BODY_ERRORS),
+                operationId="rescheduleJob",
+                parameters=[JOB_ID],
+                requestBody=_body("JobChange", {"joinAt": "2030-01-01T10:30:00Z", "priority": 9}),
             ),
             "delete": _op(
                 "Cancel a job",
@@ -224,13 +267,59 @@ def job_item_paths() -> dict[str, Any]:
     }
 
 
+def by_key_paths() -> dict[str, Any]:
+    keyed = "The job of the key: created (201), or changed, cancelled or kept (200)."
+    return {
+        BY_KEY: {
+            "put": _op(
+                "Set the job of your key",
+                "Makes the job of `externalKey` (one per key and tenant, even under concurrent "
+                "PUTs) what the body says. No job for the key: it is created (201). Queued: "
+                "its joinAt, deadline, priority, maxRuntimeSeconds, botName, email, "
+                "recordingMode, config, cpu, memory, metadata and webhookUrl become the body's "
+                "(a field left out takes its default), and its meetingUrl when that is the same "
+                "meeting spelt otherwise: the event `job.rescheduled`; another meeting cancels "
+                "the job (reason `replaced`) and creates another (201). "
+                "Started (provisioning, running, stopping): kept as it is (fields that differ "
+                "are listed in `warnings`), but a moved joinAt is a 409 (a started bot is not "
+                "moved). Ended: a new job (201) when it was cancelled or joinAt moved; else "
+                'it stays (200, that occurrence has run). `"cancelled": true` cancels the '
+                "job in any unfinished state (the rest of the body is not read; 404 when the "
+                "key has no job). `dedupKey`, `onCapacity` and `allowSecondBot` count only "
+                "when a job is created.",
+                "Jobs",
+                {
+                    "201": _json("JobResponse", "Created."),
+                    "200": _json("JobResponse", keyed),
+                    "404": _error('`"cancelled": true`, and the key has no job.'),
+                    "409": _error(
+                        "`not_queued`: the job has started and the body moves its joinAt "
+                        "(`state` says its state); or a concurrent change: try again."
+                    ),
+                    "429": AT_CAPACITY,
+                },
+                BODY_ERRORS,
+                operationId="putJobByKey",
+                parameters=[EXTERNAL_KEY, ON_CAPACITY],
+                requestBody=_body(
+                    "DesiredJob",
+                    {
+                        "meetingUrl": "https://meet.google.com/abc-defg-hij",
+                        "joinAt": "2030-01-01T10:00:00Z",
+                    },
+                ),
+            )
+        }
+    }
+
+
 def stats_and_meeting_paths() -> dict[str, Any]:
     meeting = _json("MeetingResponse", "The job, and the config its bot gets.")
     return {
         "/api/scheduler/stats": {
             "get": _op(
                 "Queue and run counts",
-                "The caller's jobs by state, and the caps.",
+                "The caller's jobs by state, the caps, and `estimatedWaitSeconds`.",
                 "Jobs",
                 {"200": _json("StatsResponse", "The counts (also under `stats`).")},
                 operationId="getStats",
@@ -243,10 +332,10 @@ def stats_and_meeting_paths() -> dict[str, Any]:
                 "the meet-teams bot needs, the fields given over them and `config` over all. "
                 "`bot_uuid` is the job's id (409 when in use).",
                 "Meetings",
-                {"201": _json("MeetingResponse", "Queued."), "200": meeting},
+                {"201": _json("MeetingResponse", "Queued."), "200": meeting, "429": AT_CAPACITY},
                 (*BODY_ERRORS, "409"),
                 operationId="submitMeeting",
-                parameters=[IDEMPOTENCY_KEY],
+                parameters=[IDEMPOTENCY_KEY, ON_CAPACITY],
                 requestBody=_body("MeetingRequest", MEETING_EXAMPLE),
             )
         },
@@ -297,7 +386,7 @@ def service_paths() -> dict[str, Any]:
 
 def paths(*more: dict[str, Any]) -> dict[str, Any]:
     """Every operation: the jobs', then `more`, then the service's."""
-    found = {**job_paths(), **job_item_paths(), **stats_and_meeting_paths()}
+    found = {**job_paths(), **job_item_paths(), **by_key_paths(), **stats_and_meeting_paths()}
     for some in more:
         found.update(some)
     return {**found, **service_paths()}

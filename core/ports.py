@@ -35,8 +35,11 @@ class RecordStore(Protocol):
         """Records of `kind` with `due` <= now_ms, by (due, key), at most `limit`, through an
         index."""
 
-    async def delete_record(self, kind: str, key: str) -> None:
-        """Remove the record; a missing one is not an error."""
+    async def delete_record(self, kind: str, key: str, expected_version: str | None = None) -> None:
+        """Remove the record; a missing one is not an error. With `expected_version`, only if
+        the stored version is still that one (Conflict otherwise). A version is never handed out
+        twice for a key, even after a delete and a new insert, so a conditional delete cannot
+        remove a record written after the one it read."""
 
 
 class JobStore(RecordStore, Protocol):

@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -20,6 +19,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from core import __version__
+from core.capacity import estimated_wait
 from core.config import Settings, is_loopback
 from core.docs import docs_routes
 from core.errors import ConfigError, Conflict, SchedulerError, ValidationFailed
@@ -36,8 +36,10 @@ from core.http import (
     tenant_of,
 )
 from core.intake import parse_batch, parse_job
+from core.job_routes import JobRoutes, dispatch_soon, due_now, job_json, on_capacity_of
 from core.loops import deliver_forever, drain_forever, running
 from core.meeting_config import MeetingRequest, check_no_nul_fields, meeting_view
+from core.meetings import duplicate_reason, submit_warnings
 from core.metrics import render_metrics
 from core.models import Job, JobSpec, JobState, utcnow
 from core.ratelimit import RateLimitMiddleware
@@ -122,6 +124,7 @@ class Routes:
         self.runtime = runtime
         self.max_body_bytes = settings.max_body_bytes
         self.body_timeout = settings.body_timeout_seconds
+        self.jobs = JobRoutes(settings, self._scheduler)
 
     def table(self) -> list[Route]:
         """One route per path, so that a 405's Allow header lists every method of the path. The
@@ -130,7 +133,13 @@ class Routes:
         return [
             method_route(jobs, POST=self.submit, GET=self.list_jobs),
             method_route(f"{jobs}/batch", POST=self.submit_batch),
-            method_route(jobs + "/{jobId}", GET=self.get_job, DELETE=self.cancel_job),
+            method_route(
+                jobs + "/{jobId}",
+                GET=self.get_job,
+                PATCH=self.jobs.reschedule,
+                DELETE=self.cancel_job,
+            ),
+            *self.jobs.table(),
             method_route(jobs + "/{jobId}/logs", GET=self.job_logs),
             method_route("/api/scheduler/stats", GET=self.stats),
             method_route("/api/scheduler/meetings", POST=self.submit_meeting),
@@ -161,6 +170,8 @@ class Routes:
                     "listJobs": "GET /api/scheduler/jobs",
                     "getJob": "GET /api/scheduler/jobs/:jobId",
                     "cancelJob": "DELETE /api/scheduler/jobs/:jobId",
+                    "rescheduleJob": "PATCH /api/scheduler/jobs/:jobId",
+                    "putJobByKey": "PUT /api/scheduler/jobs/by-key/:externalKey",
                     "jobLogs": "GET /api/scheduler/jobs/:jobId/logs",
                     "stats": "GET /api/scheduler/stats",
                     "submitMeeting": "POST /api/scheduler/meetings",
@@ -205,13 +216,14 @@ class Routes:
     async def metrics(self, request: Request) -> Response:
         scope = metrics_scope(request, self.settings)
         scheduler = await self._scheduler()
+        await scheduler.leads.lead()  # the learned lead, fresh enough to show
         text = render_metrics(await scheduler.store.counts(scope), scheduler, scope)
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     async def submit(self, request: Request) -> Response:
         tenant = tenant_of(request, self.settings)
         body = await read_json(request, self.max_body_bytes, self.body_timeout)
-        spec, warnings = parse_job(body, self.settings, utcnow())
+        spec, warnings = parse_job(body, self.settings, utcnow(), on_capacity_of(request))
         return await self._submit_one(request, tenant, spec, warnings)
 
     async def submit_meeting(self, request: Request) -> Response:
@@ -220,7 +232,9 @@ class Routes:
         check_no_nul_fields(data)
         meeting = parse_model(MeetingRequest, data)
         job_id = meeting.bot_uuid or new_job_id()
-        spec, _ = parse_job(meeting.to_spec(job_id), self.settings, utcnow())
+        spec, _ = parse_job(
+            meeting.to_spec(job_id), self.settings, utcnow(), on_capacity_of(request)
+        )
         return await self._submit_one(request, tenant, spec, job_id=job_id, meeting=True)
 
     async def _submit_one(
@@ -242,15 +256,17 @@ class Routes:
         body: dict[str, Any] = {"success": True}
         if meeting:
             body["meeting"] = meeting_view(job)
-        body["job"] = JSONText(job.public_json())
+        body["job"] = await job_json(scheduler, job)
         if not created:
             body["duplicate"] = True
+            body["duplicateReason"] = duplicate_reason(spec, key, job)
+        warnings = [*(warnings or []), *(submit_warnings(job.id) if created else [])]
         if warnings:
             body["warnings"] = warnings
         return json_response(
             body,
             status_code=201 if created else 200,
-            background=_dispatch_soon(scheduler) if created and _due_now(job) else None,
+            background=dispatch_soon(scheduler) if created and due_now(job) else None,
         )
 
     async def submit_batch(self, request: Request) -> Response:
@@ -262,7 +278,8 @@ class Routes:
         if len(items) > self.settings.max_batch_size:
             raise ValidationFailed(f"jobs: at most {self.settings.max_batch_size} per batch")
         scheduler = await self._scheduler()
-        valid, errors = parse_batch(items, self.settings, utcnow())  # all, before any is created
+        # all, before any is created
+        valid, errors = parse_batch(items, self.settings, utcnow(), on_capacity_of(request))
         jobs: list[dict[str, Any]] = []
         created_any = False
         for index, spec, warnings in valid:
@@ -290,7 +307,7 @@ class Routes:
                 message="no job in the batch is valid: "
                 + "; ".join(f"jobs[{e['index']}]: {e['message']}" for e in errors),
             )
-        background = _dispatch_soon(scheduler) if created_any else None
+        background = dispatch_soon(scheduler) if created_any else None
         return JSONResponse(body, status_code=status, background=background)
 
     async def list_jobs(self, request: Request) -> Response:
@@ -312,7 +329,7 @@ class Routes:
 
     async def get_job(self, request: Request) -> Response:
         job = await self._job_call(request, Scheduler.get)
-        return json_response({"success": True, "job": JSONText(job.public_json())})
+        return json_response({"success": True, "job": await job_json(await self._scheduler(), job)})
 
     async def cancel_job(self, request: Request) -> Response:
         job = await self._job_call(request, Scheduler.cancel)
@@ -334,7 +351,10 @@ class Routes:
 
     async def stats(self, request: Request) -> Response:
         tenant = tenant_of(request, self.settings)
-        stats = await (await self._scheduler()).stats(tenant)
+        scheduler = await self._scheduler()
+        stats = await scheduler.stats(tenant)
+        wait = await estimated_wait(scheduler.store, self.settings, tenant, scheduler.clock())
+        stats["estimatedWaitSeconds"] = wait
         return JSONResponse({"success": True, **stats, "stats": stats})
 
 
@@ -350,23 +370,6 @@ async def _create(
         if existing is None or (existing.tenant, existing.idempotencyKey) != (tenant, key):
             raise
         return existing, False
-
-
-def _due_now(job: Job) -> bool:
-    return job.notBefore <= utcnow()
-
-
-def _dispatch_soon(scheduler: Scheduler) -> BackgroundTask:
-    """After the response: start the new job now if capacity is free, not at the next tick. A
-    dispatch already in flight in this process takes the request instead (one at a time)."""
-
-    async def dispatch() -> None:
-        try:
-            await scheduler.dispatch()
-        except Exception:
-            log.exception("dispatch after submit failed; the next drain will retry")
-
-    return BackgroundTask(dispatch)
 
 
 __all__ = ["Routes", "build_app"]

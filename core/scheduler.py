@@ -17,11 +17,25 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+from core.capacity import check_capacity
 from core.config import Settings
+from core.desired import (
+    ATTEMPTS,
+    EXTERNAL,
+    NotQueued,
+    Outcome,
+    backoff,
+    changes,
+    record_key,
+    same,
+    same_meeting,
+)
 from core.dispatch import DISPATCH_LEASE
-from core.errors import Conflict, DuplicateKey, JobFinished, NotFound, ValidationFailed
+from core.errors import Conflict, JobFinished, NotFound, ValidationFailed
 from core.events import outbox
+from core.leads import effective_deadline
 from core.lifecycle import Lifecycle
+from core.meetings import insert_job
 from core.models import DrainReport, Job, JobSpec, JobState, Page, utcnow
 from core.ports import Backend, JobStore
 from core.records import Record
@@ -82,6 +96,7 @@ class Scheduler(Lifecycle):
             notBefore=now,
         )
         job.notBefore = await self._not_before(job)
+        job.deadline = effective_deadline(job, self.settings)
         if spec.webhookUrl is not None:
             await self._check_job_secret(tenant)
         if spec.onCapacity == "reject":
@@ -94,22 +109,23 @@ class Scheduler(Lifecycle):
         return created, new
 
     async def _not_before(self, job: Job) -> datetime:
-        """When a new job may start: now, or its joinAt less the join lead."""
+        """When a new job may start: now, or its joinAt less the join lead learned for this
+        backend (core/leads.py), now when that is past."""
         if job.joinAt is None:
             return job.createdAt
-        return job.joinAt - timedelta(seconds=self.settings.join_lead_seconds)
+        lead = await self.leads.lead()
+        return max(job.joinAt - timedelta(seconds=lead.seconds), job.createdAt)
 
     async def _check_capacity(self, job: Job) -> None:
         """For `onCapacity: reject`: raise when the job could not start now (no free slot)."""
-        return None
+        await check_capacity(self.store, self.settings, job, self.clock())
 
     async def _insert(self, job: Job, events: list[Record]) -> tuple[Job, bool]:
-        """Write the new job with its events: (the job, True); or (the job already holding its
-        dedup or idempotency key, False)."""
-        try:
-            return await self.store.create(job, events), True
-        except DuplicateKey as duplicate:
-            return duplicate.existing, False
+        """Write the new job with its events, its meeting slots and its reservations, all in one
+        atomic write (core/meetings.py): (the job, True); or (the job already holding its dedup
+        or idempotency key, or its meeting, False). Sets the job's meetingKey. Raises Overbooked
+        when its window is full and overbooking is "reject"."""
+        return await insert_job(self.store, self.settings, job, events)
 
     async def _check_job_secret(self, tenant: str) -> None:
         try:
@@ -182,6 +198,7 @@ class Scheduler(Lifecycle):
 
     async def stats(self, tenant: str | None = None) -> dict[str, Any]:
         counts = await self.store.counts(tenant)
+        lead = await self.leads.lead()
         return {
             "queueSize": counts[JobState.QUEUED],
             "provisioningJobs": counts[JobState.PROVISIONING],
@@ -194,7 +211,106 @@ class Scheduler(Lifecycle):
             "maxConcurrentJobs": self.settings.max_concurrent_jobs,
             "maxConcurrentJobsPerTenant": self.settings.max_concurrent_per_tenant or None,
             "platform": self.backend.name,
+            "joinLeadSeconds": round(lead.seconds, 3),
+            "startLatencyP95Seconds": None if lead.p95 is None else round(lead.p95, 3),
+            "startLatencySamples": lead.samples,
         }
+
+    async def reschedule(self, tenant: str | None, job_id: str, fields: dict[str, Any]) -> Job:
+        """Change a queued job's `fields` (validated: core/intake.py), a compare-and-set retried
+        on conflicts; a new joinAt moves notBefore. NotQueued once the job left the queue."""
+        for attempt in range(ATTEMPTS):
+            job = await self.get(tenant, job_id)
+            try:
+                return await self._change_queued(job, fields)
+            except Conflict:
+                await backoff(attempt)
+        raise Conflict(f"job {job_id} kept changing; try again")
+
+    async def _change_queued(self, job: Job, fields: dict[str, Any]) -> Job:
+        """One write of the fields that differ (no write when none does): `job.rescheduled`."""
+        if job.status is not JobState.QUEUED:
+            raise NotQueued(job)
+        update = {k: value for k, value in fields.items() if not same(getattr(job, k), value)}
+        if not update:
+            return job
+        if update.get("webhookUrl") is not None:
+            await self._check_job_secret(job.tenant)
+        if "joinAt" in update:
+            update["notBefore"] = await self._not_before(job.model_copy(update=update))
+        if "joinAt" in update or "deadline" in update:
+            moved = job.model_copy(update=update)
+            update["deadline"] = effective_deadline(moved, self.settings, before=job)
+            update = {k: value for k, value in update.items() if not same(getattr(job, k), value)}
+            if not update:  # e.g. a deadline cleared that was only its window's end
+                return job
+        return await self._write(job, **update)
+
+    async def put_by_key(
+        self, tenant: str, key: str, spec: JobSpec | None, *, cancelled: bool = False
+    ) -> Outcome:
+        """Make the job of `key` what `spec` says (`cancelled`: cancel it; spec unused).
+        No job for the key: create it. Queued: change what differs (a new meetingUrl replaces
+        it). Started: cancel it, or keep it (a moved joinAt is NotQueued: a running bot is not
+        moved). Ended: a new job when it was cancelled or joinAt moved; else it stays."""
+        record_id = record_key(tenant, key)
+        for attempt in range(ATTEMPTS):
+            record = await self.store.get_record(EXTERNAL, record_id)
+            job = await self.store.get(record.data["jobId"]) if record else None
+            try:
+                if cancelled:
+                    return await self._cancel_by_key(key, job)
+                assert spec is not None, "a desired state that is not cancelled has a spec"
+                if record is None or job is None:
+                    job_id = record.data["jobId"] if record else None
+                    return await self._create_by_key(tenant, key, spec, record, job_id)
+                return await self._apply_by_key(key, job, spec, record)
+            except Conflict:  # another write for the key came first: look again
+                await backoff(attempt)
+        raise Conflict(f"the job of key {key} kept changing; try again")
+
+    async def _cancel_by_key(self, key: str, job: Job | None) -> Outcome:
+        if job is None:
+            raise NotFound(f"no job for external key {key}")
+        if job.status.final:
+            return Outcome(job)
+        try:
+            return Outcome(await self.cancel(job.tenant, job.id))
+        except JobFinished:
+            return Outcome(await self.get(job.tenant, job.id))
+
+    async def _create_by_key(
+        self, tenant: str, key: str, spec: JobSpec, record: Record | None, job_id: str | None
+    ) -> Outcome:
+        """Name a new job in the key's record (inserted, or moved from the job it named: a
+        compare-and-set), then submit it under that id. A crash between the two leaves a record
+        naming no job, which the next PUT of the key creates."""
+        if job_id is None:
+            job_id = new_job_id()
+            data = {"jobId": job_id, "tenant": tenant, "externalKey": key}
+            if record is None:
+                await self.store.put_record(Record(EXTERNAL, record_key(tenant, key), data), None)
+            else:
+                await self.store.put_record(record.but(data=data), record.version)
+        job, created = await self.submit(tenant, spec, job_id=job_id, external_key=key)
+        return Outcome(job, created=created, duplicate=not created)
+
+    async def _apply_by_key(self, key: str, job: Job, spec: JobSpec, record: Record) -> Outcome:
+        tenant = job.tenant
+        if job.status.final:
+            if job.status is JobState.CANCELLED or not same(job.joinAt, spec.joinAt):
+                return await self._create_by_key(tenant, key, spec, record, None)
+            return Outcome(job)  # that occurrence has run: a repeated PUT changes nothing
+        if job.status is JobState.QUEUED and not same_meeting(job, spec):
+            fields = {"reason": "replaced", "completedAt": self.clock()}
+            if not await self._final(job, DrainReport(), JobState.CANCELLED, **fields):
+                raise Conflict(f"job {job.id} was changed concurrently")
+            return await self._create_by_key(tenant, key, spec, record, None)
+        if job.status is JobState.QUEUED:
+            return Outcome(await self._change_queued(job, changes(job, spec)))
+        if not same(job.joinAt, spec.joinAt):
+            raise NotQueued(job, "a started bot is not moved (cancel it, or PUT cancelled)")
+        return Outcome(job, not_applied=list(changes(job, spec)))
 
     # -- the drain ---------------------------------------------------------------------------
 

@@ -148,6 +148,7 @@ class JobSpec(BaseModel):
     )
     allowSecondBot: bool = Field(
         default=False,
+        strict=True,
         description="Start another bot even when an unfinished job of yours is for the same "
         "meeting at an overlapping time (by default the submit returns that job instead).",
         examples=[False],
@@ -265,6 +266,8 @@ class JobSpec(BaseModel):
 
     @model_validator(mode="after")
     def _deadline_after_join(self) -> JobSpec:
+        if not self.checks_inputs:  # a stored job is read back as it was written
+            return self
         if self.joinAt and self.deadline and self.deadline <= self.joinAt:
             raise ValueError("deadline must be after joinAt")
         return self

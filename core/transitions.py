@@ -19,6 +19,7 @@ from core.config import Settings
 from core.errors import BackendError, Conflict, ExecutionLost, NotFound
 from core.events import outbox
 from core.faults import FAULTS
+from core.leads import MISSED, Leads, missed, start_by
 from core.models import DrainReport, ExecutionRef, Job, JobState
 from core.ports import Backend, JobStore
 from core.webhooks.subscriptions import Subscriptions
@@ -53,6 +54,7 @@ class Transitions:
         self.outbox_written = asyncio.Event()  # set when a write made events: wakes delivery
         self.subscriptions = Subscriptions(store)
         self._bot_tokens: dict[str, str] = {}  # job id -> the token its claim's bot is given
+        self.leads = Leads(store, settings, backend.name)  # the learned join lead (core/leads.py)
 
     def _now(self, now: datetime | None) -> datetime:
         """A fresh reading for each step, unless the caller fixed the time (tests)."""
@@ -109,8 +111,12 @@ class Transitions:
         return written is not None
 
     async def _retry(self, job: Job, now: datetime, error: str, report: DrainReport) -> None:
-        """Back to the queue with exponential backoff, or failed once attempts are spent. Only
-        for a job the backend has no run for: a queued job holds no slot."""
+        """Back to the queue with exponential backoff, or failed once attempts are spent, or
+        `missed` once its meeting window has passed. Only for a job the backend has no run for:
+        a queued job holds no slot."""
+        if missed(job, self.settings, now):
+            await self._miss(job, now, report, error)
+            return
         if job.attempts >= self.settings.max_attempts:
             reason = f"gave up after {job.attempts} attempts"
             if await self._final(
@@ -118,8 +124,7 @@ class Transitions:
             ):
                 report.failed += 1
             return
-        delay = self.settings.retry_base_seconds * 2 ** max(job.attempts - 1, 0)
-        delay = min(delay, self.settings.retry_max_seconds)
+        delay = self._backoff(job, now)
         if await self._try_write(
             job,
             report,
@@ -132,6 +137,29 @@ class Transitions:
         ):
             report.retried += 1
             self.events["retried"] += 1
+
+    def _backoff(self, job: Job, now: datetime) -> float:
+        """Seconds before a retry: exponential, and for a scheduled job at most half the time
+        left in its meeting window, so that the retry still comes within it."""
+        delay: float = self.settings.retry_base_seconds * 2 ** max(job.attempts - 1, 0)
+        delay = min(delay, self.settings.retry_max_seconds)
+        window = start_by(job, self.settings)
+        if window is not None:
+            delay = min(delay, max((window - now).total_seconds() / 2, 0.0))
+        return delay
+
+    async def _miss(self, job: Job, now: datetime, report: DrainReport, error: str = "") -> bool:
+        """Fail a job whose meeting window has passed before it could start (reason `missed`).
+        Only for a job the backend has no run for, as `_retry`."""
+        window = start_by(job, self.settings)
+        when = window.isoformat() if window else "its window"
+        late = f"not started by joinAt + {self.settings.late_tolerance_seconds:g}s ({when})"
+        fields = {"reason": MISSED, "error": f"{late}: {error}" if error else late}
+        if not await self._final(job, report, JobState.FAILED, completedAt=now, **fields):
+            return False
+        report.failed += 1
+        self.events[MISSED] += 1
+        return True
 
     async def _adopt(self, job: Job, ref: ExecutionRef, now: datetime, report: DrainReport) -> bool:
         """An active job takes the run the backend has for it: it held its slot all along."""

@@ -176,6 +176,8 @@ class ContainerAppsFake:
         self.pending_polls = 0
         self.page_size = 50
         self.refuse_stop_when_ended = False
+        self.replica_retry_limit = 0  # the Job's, as infra/azure/main.bicep sets it
+        self.replica_timeout = 14400
         self._failures: dict[str, deque[tuple[int, str, str]]] = {}
         self._operations = _operations()
         self._polls: dict[str, tuple[int, str]] = {}  # operation -> (polls left, execution)
@@ -302,6 +304,29 @@ class ContainerAppsFake:
         undeclared = set(request.query_params) - declared - SERVER_QUERY
         errors += [f"query parameter {name} is not in the spec" for name in sorted(undeclared)]
         return errors
+
+    def _jobs_get(self, request: Request, params: dict[str, str], body: Any) -> Response:
+        """The Job as main.bicep makes it: manual trigger, one replica, its retries and timeout."""
+        job = {
+            "id": self._base("x")["id"].rsplit("/executions/", 1)[0],
+            "name": self.job_name,
+            "type": "Microsoft.App/jobs",
+            "location": REGION,
+            "properties": {
+                "provisioningState": "Succeeded",
+                "configuration": {
+                    "triggerType": "Manual",
+                    "replicaTimeout": self.replica_timeout,
+                    "replicaRetryLimit": self.replica_retry_limit,
+                    "manualTriggerConfig": {"parallelism": 1, "replicaCompletionCount": 1},
+                },
+                "template": {"containers": [{"name": "bot", "image": "job-default"}]},
+            },
+        }
+        # the Job schema's allOf (TrackedResource) defeats the strict check: its configuration
+        configuration = job["properties"]["configuration"]  # type: ignore[index]
+        assert not schema_errors("#/definitions/JobConfiguration", configuration)
+        return JSONResponse(job)
 
     def _jobs_start(self, request: Request, params: dict[str, str], body: Any) -> Response:
         template = body or {"containers": [{"name": "bot", "image": "job-default"}]}

@@ -190,7 +190,7 @@ class CloudRunFake:
         self.auth_headers: list[str | None] = []
         self.invalid: list[str] = []
         self.denied: set[str] = set()
-        self.failures: dict[str, list[int]] = {}
+        self.failures: dict[str, list[tuple[int, str | None]]] = {}
         self.add_job("bot-job")
 
     def job_name(self, job: str = "bot-job") -> str:
@@ -219,8 +219,9 @@ class CloudRunFake:
     def deny(self, method_id: str) -> None:
         self.denied.add(method_id)
 
-    def fail_next(self, method_id: str, code: int) -> None:
-        self.failures.setdefault(method_id, []).append(code)
+    def fail_next(self, method_id: str, code: int, status: str | None = None) -> None:
+        """The next call of `method_id` answers `code` (with gRPC `status`, else the code's)."""
+        self.failures.setdefault(method_id, []).append((code, status))
 
     def set_running(self, name: str) -> None:
         with self._lock:
@@ -284,8 +285,8 @@ class CloudRunFake:
                 message = f"Permission denied on resource '{next(iter(params.values()))}'"
                 return error(403, message + " (or it may not exist).")
             if self.failures.get(method.id):
-                code = self.failures[method.id].pop(0)
-                return error(code, f"injected {STATUS.get(code, code)}")
+                code, status = self.failures[method.id].pop(0)
+                return error(code, f"injected {status or STATUS.get(code, code)}", status)
             handler = HANDLERS.get(method.id)
             if handler is None:
                 self.invalid.append(f"{method.id} is not served by the fake")
@@ -341,6 +342,12 @@ class CloudRunFake:
         operation = f"projects/{self.project}/locations/{self.region}/operations/{uuid.uuid4()}"
         self.operations[operation] = name
         return self._operation(operation)
+
+    def _get_job(self, params: dict[str, str], query: dict[str, str], body: Any) -> Response:
+        job = self.jobs.get(params["name"])
+        if job is None:
+            return error(404, f"Resource '{params['name']}' of kind 'JOB' was not found.")
+        return self._respond("GoogleCloudRunV2Job", job)
 
     def _get(self, params: dict[str, str], query: dict[str, str], body: Any) -> Response:
         execution = self.executions.get(params["name"])
@@ -459,6 +466,7 @@ def _apply(template: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any
 
 
 HANDLERS = {
+    "run.projects.locations.jobs.get": CloudRunFake._get_job,
     "run.projects.locations.jobs.run": CloudRunFake._run,
     "run.projects.locations.jobs.executions.get": CloudRunFake._get,
     "run.projects.locations.jobs.executions.list": CloudRunFake._list,

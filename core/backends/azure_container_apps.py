@@ -27,7 +27,14 @@ identity works in Azure. Both load on first use, never at import; missing, they 
   when a job has several. An execution without a JOB_ID (started by hand) is not the scheduler's.
 - stop: Jobs_StopExecution, accepted (202) and not waited for; an unknown or ended run is fine.
 - logs: NotSupported (an execution's output is in the environment's Log Analytics workspace).
-- SDK errors: BackendError with the HTTP status, ARM error code and message; never a token.
+- SDK errors: BackendError with the HTTP status, ARM error code and message; never a token. A
+  start refused for good (400 such as ContainerAppInvalidResourceTotal, 403, 404, 422) raises
+  StartRefused; 401, 409, 429, 5xx, quota errors and network errors stay BackendError, retried
+  (core/backends/policy.py).
+- No retries behind the scheduler's back: a run cannot set replicaRetryLimit or replicaTimeout
+  (a JobExecutionTemplate holds containers only), so the Job must (infra/azure/main.bicep:
+  `replicaRetryLimit: 0`, `replicaTimeout: botTimeoutSeconds`). The first start of a backend
+  reads the Job and refuses to start on one whose replicaRetryLimit is above 0.
 """
 
 from __future__ import annotations
@@ -41,8 +48,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from core.backends.policy import refusal
 from core.config import Settings
-from core.errors import BackendError, ConfigError, ExecutionLost, NotSupported, SchedulerError
+from core.errors import (
+    BackendError,
+    ConfigError,
+    ExecutionLost,
+    NotSupported,
+    SchedulerError,
+    StartRefused,
+)
 from core.models import Execution, ExecutionRef, Job
 from core.resources import cpu_nanos, memory_bytes
 
@@ -112,6 +127,7 @@ class ContainerAppsBackend:
         self._owns_credential = credential is None
         self._client_options = {**TIMEOUTS, **client_options}
         self._client: ContainerAppsAPIClient | None = None
+        self._job_checked = False  # the Job was read and does not retry
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ContainerAppsBackend:
@@ -120,7 +136,8 @@ class ContainerAppsBackend:
         return backend
 
     async def start(self, job: Job) -> ExecutionRef:
-        async with self._translated(f"start of job {job.id}"):
+        async with self._translated(f"start of job {job.id}", refuse=True):
+            await self._check_job()
             name = await self._find(job.id) or await self._start(job)
         return ExecutionRef(backend=self.name, id=name)
 
@@ -221,6 +238,21 @@ class ContainerAppsBackend:
     def _job(self) -> tuple[str, str]:
         return self.target.resource_group, self.target.job_name
 
+    async def _check_job(self) -> None:
+        """Refuse (StartRefused) to start on a Job that retries a failed replica: Container Apps
+        would start the bot again behind the scheduler's back. Read until it passes."""
+        if self._job_checked:
+            return
+        found = await self._api().jobs.get(*self._job())
+        retries = getattr(found.configuration, "replica_retry_limit", None) or 0
+        if retries > 0:
+            raise StartRefused(
+                f"Container Apps Job {self.target.job_name} retries a failed replica {retries} "
+                "times, which would send a bot into its meeting again: set its "
+                "replicaRetryLimit to 0 (infra/azure/main.bicep)"
+            )
+        self._job_checked = True
+
     async def _start(self, job: Job) -> str:
         poller = await self._api().jobs.begin_start(
             *self._job(), self.template(job), polling_interval=self.poll_interval
@@ -257,9 +289,10 @@ class ContainerAppsBackend:
 
     @asynccontextmanager
     async def _translated(
-        self, what: str, missing: type[BackendError] | None = BackendError
+        self, what: str, missing: type[BackendError] | None = BackendError, refuse: bool = False
     ) -> AsyncIterator[None]:
-        """SDK errors as BackendError; a 404 as `missing` (None: ignored)."""
+        """SDK errors as BackendError; a 404 as `missing` (None: ignored); with `refuse` (a
+        start), the permanent ones as StartRefused."""
         try:
             yield
         except SchedulerError:
@@ -274,7 +307,7 @@ class ContainerAppsBackend:
             error = backend_error(exc, what)
             if isinstance(exc, ResourceNotFoundError):
                 error = (missing or BackendError)(error.message, **error.details)
-            raise error from exc
+            raise (refusal(error) if refuse else None) or error from exc
 
 
 def bot_env(job: Job) -> dict[str, str]:

@@ -1,7 +1,9 @@
 """The `cloudrun` backend (PLATFORM=cloudrun or gcp): one execution of a Cloud Run Job per bot job.
 
 Bots run as executions of one Cloud Run Job (GCP_PROJECT_ID, GCP_REGION, GCP_JOB_NAME; its image,
-cpu, memory, service account and `maxRetries: 0` are the job's own: a run cannot override them),
+cpu, memory, service account and `maxRetries: 0` are the job's own: a run cannot override them;
+the first start of a backend reads the Job and refuses to start on one that retries, since every
+retry would send the bot into the meeting again: core/backends/policy.py),
 through the official SDK `google-cloud-run` (run_v2), signed in with Application Default
 Credentials. The SDK loads on first use, never at import (it pulls in grpc); missing, it raises
 ConfigError naming the extra.
@@ -12,7 +14,8 @@ ConfigError naming the extra.
   and a few calls per poll cost a worker thread each, nothing more.
 - start: RunJob with overrides: the container's env gets BOT_CONFIG, MEETING_URL, BOT_NAME, JOB_ID
   and RECORDING_MODE (merged into the job's env; Cloud Run expands no `$(VAR)`, so values go as
-  they are; one may hold 32768 bytes), task_count 1 and timeout = maxRuntimeSeconds. RunJob
+  they are; one may hold 32768 bytes), task_count 1 and timeout = maxRuntimeSeconds, else twice
+  SCHEDULER_EXPECTED_RUN_SECONDS (never the Job's own, 10 minutes by default). RunJob
   answers a long-running operation that ends only when the execution does; its `metadata` is the
   Execution, so its name is read at once and nothing waits. The ref is the execution's full name.
 - adoption: executions get generated names, so a retried start cannot find its run by name. It
@@ -35,7 +38,9 @@ ConfigError naming the extra.
 - stop: CancelExecution, not waited for; an unknown or finished execution is fine.
 - logs: NotSupported: Cloud Run writes a run's output to Cloud Logging only.
 - SDK errors: BackendError with the HTTP status, gRPC status and a short message; 401/403 name the
-  IAM permissions needed. Never a token.
+  IAM permissions needed. Never a token. A start refused for good (400 INVALID_ARGUMENT, 403,
+  404, an env value too long) raises StartRefused; 429, 5xx, FAILED_PRECONDITION and network
+  errors stay BackendError, retried.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ import asyncio
 import importlib
 import itertools
 import json
+import logging
 import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -51,8 +57,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from core.backends.cloud_run_executions import job_id_of, to_execution
+from core.backends.policy import refusal, run_timeout_seconds
 from core.config import Settings
-from core.errors import BackendError, ConfigError, ExecutionLost, NotSupported, SchedulerError
+from core.errors import (
+    BackendError,
+    ConfigError,
+    ExecutionLost,
+    NotSupported,
+    SchedulerError,
+    StartRefused,
+)
 from core.models import Execution, ExecutionRef, Job
 
 if TYPE_CHECKING:
@@ -64,13 +79,14 @@ TIMEOUT = 30.0  # per API call
 PAGE_SIZE = 100
 MAX_SCAN = 500  # executions looked at when adopting
 MAX_ENV_VALUE = 32768  # bytes, Cloud Run's limit for one env value
+MAX_TIMEOUT = 168 * 3600  # seconds, Cloud Run's longest task timeout
 EXECUTION_NAME = re.compile(r"projects/[^/]+/locations/[^/]+/jobs/[^/]+/executions/[^/]+")
 SEGMENT = re.compile(r"[^/\s]+")
 HTTP_PREFIX = re.compile(r"^[A-Z]+ https?://\S+: ")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 FINAL = frozenset({"succeeded", "failed"})  # phases of a run that has ended
 IAM_HINT = (
-    "; the scheduler's identity needs run.jobs.runWithOverrides on the job and "
+    "; the scheduler's identity needs run.jobs.get and run.jobs.runWithOverrides on the job and "
     "run.executions.get, run.executions.list and run.executions.cancel (roles/run.developer "
     "grants them)"
 )
@@ -81,6 +97,7 @@ VARIABLES = {
     "gcp_job_name": "GCP_JOB_NAME",
 }
 T = TypeVar("T")
+log = logging.getLogger("botsched.backends")
 
 
 @dataclass(frozen=True)
@@ -126,6 +143,7 @@ class CloudRunBackend:
         self._client_options = dict(client_options or {})
         self._clients: tuple[JobsClient, ExecutionsClient] | None = None
         self._lock = threading.Lock()
+        self._job_checked = False  # the Job was read and does not retry
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CloudRunBackend:
@@ -134,7 +152,14 @@ class CloudRunBackend:
 
     async def start(self, job: Job) -> ExecutionRef:
         request = self.run_request(job)
-        name = await self._call(f"start of job {job.id}", self._start, job.id, request)
+        try:
+            await self._check_job()
+            name = await self._call(f"start of job {job.id}", self._start, job.id, request)
+        except BackendError as exc:
+            refused = refusal(exc)
+            if refused is None:
+                raise
+            raise refused from exc
         return ExecutionRef(backend=self.name, id=name)
 
     async def status(self, ref: ExecutionRef) -> Execution:
@@ -177,7 +202,7 @@ class CloudRunBackend:
         env = bot_env(job)
         for key, value in env.items():
             if len(value.encode()) > MAX_ENV_VALUE:
-                raise BackendError(
+                raise StartRefused(
                     f"{key} of job {job.id} is {len(value.encode())} bytes; Cloud Run allows "
                     f"{MAX_ENV_VALUE} in one env value"
                 )
@@ -188,11 +213,27 @@ class CloudRunBackend:
                 )
             ],
             task_count=1,
+            timeout=timedelta(seconds=min(run_timeout_seconds(job, self.settings), MAX_TIMEOUT)),
         )
-        if job.maxRuntimeSeconds:
-            overrides.timeout = timedelta(seconds=job.maxRuntimeSeconds)  # a Duration
         request: RunJobRequest = run_v2.RunJobRequest(name=self.target.name, overrides=overrides)
         return request
+
+    async def _check_job(self) -> None:
+        """Refuse (StartRefused) to start on a Job whose tasks retry: Cloud Run would start the
+        bot again behind the scheduler's back. Read once per backend, until it passes."""
+        if self._job_checked:
+            return
+        job = await self._call(f"check of job {self.target.job}", self._get_job)
+        template = job.template.template
+        if "max_retries" not in template:  # a field of a oneof: absent is not 0
+            log.warning("Cloud Run Job %s does not say its maxRetries", self.target.name)
+        elif template.max_retries > 0:
+            raise StartRefused(
+                f"Cloud Run Job {self.target.name} retries a failed task {template.max_retries} "
+                "times, which would send a bot into its meeting again: set it to 0 "
+                f"(gcloud run jobs update {self.target.job} --max-retries 0)"
+            )
+        self._job_checked = True
 
     # -- API calls: sync, each run in a worker thread -------------------------------------
 
@@ -207,6 +248,9 @@ class CloudRunBackend:
                 }
                 self._clients = (run_v2.JobsClient(**options), run_v2.ExecutionsClient(**options))
             return self._clients
+
+    def _get_job(self) -> Any:
+        return self._api()[0].get_job(name=self.target.name, timeout=TIMEOUT)
 
     def _start(self, job_id: str, request: RunJobRequest) -> str:
         found = self._find(job_id)
@@ -305,48 +349,6 @@ def bot_env(job: Job) -> dict[str, str]:
         "JOB_ID": job.id,
         "RECORDING_MODE": job.recordingMode,
     }
-
-
-def job_id_of(execution: RunExecution) -> str | None:
-    """The JOB_ID in the env of the execution's containers (its template has the overrides)."""
-    for container in execution.template.containers:
-        for var in container.env:
-            if var.name == "JOB_ID":
-                return str(var.value)
-    return None
-
-
-def to_execution(execution: RunExecution) -> Execution:
-    started, finished = _time(execution.start_time), _time(execution.completion_time)
-    times: dict[str, Any] = {"startedAt": started, "finishedAt": finished}
-    completed = next((c for c in execution.conditions if c.type_ == "Completed"), None)
-    state = completed.state.name if completed else ""
-    ended_badly = execution.failed_count or execution.cancelled_count
-    if state == "CONDITION_FAILED" or (finished and ended_badly and state != "CONDITION_SUCCEEDED"):
-        return Execution(phase="failed", reason=_failure(execution, completed), **times)
-    if state == "CONDITION_SUCCEEDED" or finished:
-        return Execution(phase="succeeded", exitCode=0, **times)
-    if execution.running_count > 0:
-        return Execution(phase="running", startedAt=started)
-    return Execution(phase="pending", startedAt=started)
-
-
-def _time(value: datetime | None) -> datetime | None:
-    """A plain aware datetime (the SDK's carry nanoseconds in a subclass)."""
-    return datetime(*value.utctimetuple()[:6], value.microsecond, tzinfo=UTC) if value else None
-
-
-def _failure(execution: RunExecution, completed: Any) -> str:
-    why = completed.execution_reason.name if completed else ""
-    if why in ("CANCELLED", "CANCELLING") or (execution.cancelled_count and not why):
-        reason = "cancelled"
-    elif why and why != "EXECUTION_REASON_UNDEFINED":
-        reason = why.lower().replace("_", " ")  # "non zero exit code", ...
-    else:
-        common = completed.reason.name if completed else ""
-        reason = common if common and common != "COMMON_REASON_UNDEFINED" else "failed"
-    message = str(completed.message) if completed and completed.message else ""
-    return f"{reason}: {message[:300]}" if message else reason
 
 
 def backend_error(exc: Exception, what: str) -> BackendError | None:

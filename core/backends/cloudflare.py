@@ -31,6 +31,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from core.backends.policy import refusal
 from core.config import Settings
 from core.errors import BackendError, ConfigError, ExecutionLost, NotSupported
 from core.models import Execution, ExecutionRef, Job
@@ -88,8 +89,16 @@ class CloudflareContainersBackend:
         )
 
     async def start(self, job: Job) -> ExecutionRef:
+        """StartRefused when the Durable Object answers 400, 403, 404 or 422 (a request it will
+        never take); its 502 `start_failed`, other 5xx and a failed fetch are transient."""
         body = {"jobId": job.id, "env": bot_env(job), "maxRuntimeSeconds": job.maxRuntimeSeconds}
-        await self._call(job.id, "POST", "/start", body)
+        try:
+            await self._call(job.id, "POST", "/start", body)
+        except BackendError as exc:
+            refused = refusal(exc)
+            if refused is None:
+                raise
+            raise refused from exc
         return ExecutionRef(backend=NAME, id=job.id)
 
     async def status(self, ref: ExecutionRef) -> Execution:

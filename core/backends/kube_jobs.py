@@ -111,6 +111,12 @@ def api_status(response: httpx.Response) -> dict[str, Any]:
     return body if isinstance(body, dict) else {}
 
 
+def over_quota(response: httpx.Response) -> bool:
+    """A 403 of a ResourceQuota (`exceeded quota: ...`), not of RBAC: it passes with time."""
+    message = str(api_status(response).get("message") or "")
+    return response.status_code == 403 and "exceeded quota" in message
+
+
 def failed(permission: Permission, name: str, response: httpx.Response) -> BackendError:
     _, resource, verb = permission
     status = api_status(response)

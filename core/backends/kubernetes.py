@@ -13,7 +13,8 @@ kube_auth.py; what a Job's name, labels and status mean, in kube_jobs.py.
   or recovered start adopts that Job instead of starting a second bot.
 - One container `bot` running SCHEDULER_CONTAINER_IMAGE; requests = limits = the job's cpu and
   memory (or the defaults); `restartPolicy: Never` and `backoffLimit: 0` (a failed bot is never
-  started again behind the scheduler's back); `activeDeadlineSeconds` = maxRuntimeSeconds;
+  started again behind the scheduler's back); `activeDeadlineSeconds` = maxRuntimeSeconds, else
+  twice SCHEDULER_EXPECTED_RUN_SECONDS (core/backends/policy.py);
   `ttlSecondsAfterFinished` = K8S_TTL_SECONDS_AFTER_FINISHED: after that the Job, its pod and its
   logs are gone and `status` raises ExecutionLost, so keep it longer than the scheduler may be
   down; `serviceAccountName` = K8S_SERVICE_ACCOUNT, else no API token is mounted into the bot.
@@ -61,12 +62,14 @@ from core.backends.kube_jobs import (
     job_name,
     label_value,
     live_phase,
+    over_quota,
     parse_time,
     resources,
     valid_name,
 )
+from core.backends.policy import refusal, run_timeout_seconds
 from core.config import Settings
-from core.errors import BackendError, ConfigError, ExecutionLost, StartRefused
+from core.errors import BackendError, ConfigError, ExecutionLost
 from core.models import Execution, ExecutionRef, Job
 
 CONTAINER = "bot"
@@ -127,16 +130,22 @@ class KubernetesBackend:
         return cls(settings, load_cluster())
 
     async def start(self, job: Job) -> ExecutionRef:
+        """Create the Job; StartRefused when retrying cannot help (an invalid Job, RBAC that
+        forbids creating it, a namespace that does not exist: core/backends/policy.py)."""
         name = job_name(job.id)
         body = self.manifest(job, name)
-        response = await self._call(CREATE_JOB, "POST", self._jobs(), json=body)
+        try:
+            response = await self._call(CREATE_JOB, "POST", self._jobs(), json=body)
+        except BackendError as exc:  # unreachable (transient) or RBAC (permanent)
+            refused = refusal(exc)
+            if refused is None:
+                raise
+            raise refused from exc
         if response.status_code == 409 and api_status(response).get("reason") == "AlreadyExists":
             pass  # a start before this one created it: adopt that Job
-        elif response.status_code in (400, 422):  # an invalid Job: retrying cannot help
-            error = failed(CREATE_JOB, name, response)
-            raise StartRefused(error.message, **error.details)
         elif response.status_code not in (200, 201, 202):
-            raise failed(CREATE_JOB, name, response)
+            error = failed(CREATE_JOB, name, response)
+            raise refusal(error) or error
         return ExecutionRef(backend=self.name, id=name)
 
     async def status(self, ref: ExecutionRef) -> Execution:
@@ -216,12 +225,11 @@ class KubernetesBackend:
             MANAGED_BY: MANAGER,
         }
         spec: dict[str, Any] = {
-            "backoffLimit": 0,
+            "backoffLimit": 0,  # never a second pod behind the scheduler's back
+            "activeDeadlineSeconds": run_timeout_seconds(job, self.settings),
             "ttlSecondsAfterFinished": self.options.ttl_seconds_after_finished,
             "template": {"metadata": {"labels": labels}, "spec": self._pod_spec(job)},
         }
-        if job.maxRuntimeSeconds:
-            spec["activeDeadlineSeconds"] = job.maxRuntimeSeconds
         return {
             "apiVersion": "batch/v1",
             "kind": "Job",
@@ -280,7 +288,7 @@ class KubernetesBackend:
                 f"Kubernetes API at {self.cluster.server} unreachable: {type(exc).__name__}"
                 + (f": {exc}" if str(exc) else "")
             ) from exc
-        if response.status_code in (401, 403):
+        if response.status_code in (401, 403) and not over_quota(response):
             raise self._denied(permission, response)
         return response
 

@@ -15,12 +15,18 @@ Podman's Docker-compatible service and dockerd speak the same API, so one class 
   follows running containers to their end.
 - find looks the job's container up by its name (or its kept result); runs lists the containers
   carrying the job label whose state is not a finished one (created, running, paused, ...).
+- A start the engine refuses for good raises StartRefused (core/backends/policy.py): an image
+  reference it cannot parse, an image no registry has (or lets us pull), a command the image
+  does not have; anything else (the engine unreachable, a registry that does not answer, an OCI
+  runtime error) is BackendError, retried. A container the engine would not start is removed
+  first, so the retried start (or `find`) finds no run that never began.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +45,21 @@ LABEL_TENANT = "io.botsched.tenant"
 TIMEOUT = 30.0
 MAX_KEPT_LOG = 10 * 2**20
 ENDED = frozenset({"exited", "dead", "stopped"})  # container states of a finished run
+# what an engine says of an image or a command that can never start as it is (Podman answers 500
+# for them, dockerd 400 or 404); lowercase
+NEVER_STARTS = (
+    "invalid reference format",
+    "must be lowercase",
+    "manifest unknown",
+    "name unknown",
+    "repository does not exist",
+    "requested access to the resource is denied",
+    "unauthorized",
+    "command that was not found",
+    "executable file not found",
+    "no such file or directory",
+    "permission denied",
+)
 
 
 class PodmanBackend:
@@ -159,7 +180,7 @@ class PodmanBackend:
         if response.status_code == 400:  # the engine refuses this container for good
             raise StartRefused(f"create of {name} refused: {error_message(response)}")
         if response.status_code != 201:
-            raise BackendError(f"create of {name} failed: {error_message(response)}")
+            raise start_error(f"create of {name} failed: {error_message(response)}")
         return {"Status": "created"}
 
     async def _start_with_stdin(self, name: str, config: bytes) -> None:
@@ -172,7 +193,10 @@ class PodmanBackend:
         if writer is not None:
             await send_stdin(writer, config)
         if response.status_code not in (204, 304):
-            raise BackendError(f"start of {name} failed: {error_message(response)}")
+            error = start_error(f"start of {name} failed: {error_message(response)}")
+            with suppress(BackendError):  # nothing runs: leave nothing `find` would take for a run
+                await self._call("DELETE", f"/containers/{name}", params={"force": 1})
+            raise error
 
     async def _pull(self, image: str) -> None:
         repository, _, tag = (
@@ -181,7 +205,7 @@ class PodmanBackend:
         params = {"fromImage": repository or image, "tag": tag or "latest"}
         response = await self._call("POST", "/images/create", params=params, timeout=600.0)
         if response.status_code != 200 or b'"error"' in response.content[-2000:]:
-            raise BackendError(f"image {image} is not available: {error_message(response)}")
+            raise start_error(f"image {image} is not available: {pull_error(response)}")
 
     async def _fetch_logs(self, name: str, tail: str) -> str | None:
         params = {"stdout": 1, "stderr": 1, "tail": tail}
@@ -267,3 +291,23 @@ def _time(value: Any) -> Any:
     if not value or str(value).startswith("0001-"):
         return None
     return value
+
+
+def start_error(message: str) -> BackendError:
+    """StartRefused when the engine's `message` says the start can never succeed."""
+    lowered = message.lower()
+    if any(words in lowered for words in NEVER_STARTS):
+        return StartRefused(message)
+    return BackendError(message)
+
+
+def pull_error(response: httpx.Response) -> str:
+    """The error of a pull: the last `error` of its progress stream, else the answer's."""
+    for line in reversed(response.text.strip().splitlines()):
+        try:
+            event = json.loads(line)
+        except ValueError:
+            break
+        if isinstance(event, dict) and event.get("error"):
+            return str(event["error"])[:300]
+    return error_message(response)

@@ -20,8 +20,8 @@ The bot gets its config the way the seed's bot expects it: the JSON on stdin (a 
 once the bot holds it open, so `start` never blocks on a bot that does not read it) and as
 `BOT_CONFIG`, plus `MEETING_URL`, `BOT_NAME`, `JOB_ID` and `RECORDING_MODE`.
 
-A bot command that is not found on the bot's PATH raises BackendError at `start` (nothing is
-spawned); a program the bot itself fails to run is an ordinary failed run (exit code 127).
+A bot command not found on the bot's PATH raises StartRefused at `start` (nothing is spawned;
+the job fails at once); a program the bot itself fails to run is a failed run (exit code 127).
 """
 
 from __future__ import annotations
@@ -166,6 +166,8 @@ class ProcessBackend:
             names = os.listdir(self.runs_dir)
         except FileNotFoundError:
             return []
+        except OSError as exc:  # the runs directory is unreadable: cannot tell, not "none"
+            raise BackendError(f"cannot list the runs: {exc.strerror}") from exc
         return [name for name in names if not os.path.exists(self.runs_dir / name / "exit")]
 
     async def logs(self, ref: ExecutionRef, tail: int = 200) -> str:

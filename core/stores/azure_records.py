@@ -214,7 +214,9 @@ class AzureRecords(TableRows):
                 kept.append(record)
         return kept
 
-    async def delete_record(self, kind: str, key: str) -> None:
+    async def delete_record(self, kind: str, key: str, expected_version: str | None = None) -> None:
+        """Delete the record row and its due row in one transaction, conditioned on the ETag read
+        (with `expected_version`: that ETag, else Conflict)."""
         if not valid(kind, key):
             return
         s = ix.sdk()
@@ -223,6 +225,8 @@ class AzureRecords(TableRows):
             stored = await self._get(record_key(kind, key))
             if stored is None:
                 return
+            if expected_version is not None and stored.metadata["etag"] != expected_version:
+                raise Conflict(f"{kind} {key} was changed concurrently")
             condition = {
                 "etag": stored.metadata["etag"],
                 "match_condition": s.match_conditions.IfNotModified,

@@ -178,13 +178,14 @@ class D1Store:
 
     async def put_record(self, record: Record, expected_version: str | None) -> Record:
         if expected_version is None:
+            version = sql_records.new_version()
             try:
-                await self._run(sql_records.INSERT_SQL, *sql_records.insert_params(record))
+                await self._run(sql_records.INSERT_SQL, *sql_records.insert_params(record, version))
             except Exception as exc:
                 if not _is_unique_violation(exc):
                     raise
                 raise sql_records.exists_error(record) from None
-            return record.but(version="1")
+            return record.but(version=str(version))
         expected = sql_records.expected_number(expected_version)
         params = sql_records.update_params(record, expected)
         if await self._run(sql_records.UPDATE_SQL, *params) == 0:
@@ -206,8 +207,14 @@ class D1Store:
         rows = await self._all(sql_records.DUE_SQL, kind, now_ms, limit)
         return [_record(kind, row) for row in rows]
 
-    async def delete_record(self, kind: str, key: str) -> None:
-        await self._run(sql_records.DELETE_SQL, kind, key)
+    async def delete_record(self, kind: str, key: str, expected_version: str | None = None) -> None:
+        if expected_version is None:
+            await self._run(sql_records.DELETE_SQL, kind, key)
+            return
+        expected = sql_records.expected_number(expected_version)
+        deleted = await self._run(sql_records.DELETE_VERSION_SQL, kind, key, expected)
+        if not deleted and await self._first(sql_records.EXISTS_SQL, kind, key) is not None:
+            raise sql_records.delete_error(kind, key)
 
     # -- the binding --
 

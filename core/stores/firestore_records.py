@@ -143,8 +143,23 @@ class FirestoreRecords:
         query = due.order_by("due").limit(limit)  # ties: by id, which sorts as the key
         return [record_from(kind, snapshot) for snapshot in await self._query(query)]
 
-    async def delete_record(self, kind: str, key: str) -> None:
-        await self._record_ref(kind, key).delete()
+    async def delete_record(self, kind: str, key: str, expected_version: str | None = None) -> None:
+        """With `expected_version`: a delete with the update time as its precondition (a
+        document written since, even deleted and created again, has another)."""
+        ref = self._record_ref(kind, key)
+        if expected_version is None:
+            await ref.delete()
+            return
+        s = fd.sdk()
+        expected = fd.timestamp(expected_version)
+        try:
+            if expected is not None:  # else not a version: no stored record has it
+                await ref.delete(option=self.client.write_option(last_update_time=expected))
+                return
+        except (s.failed_precondition, s.not_found):
+            pass  # refused: gone already (a retried commit of ours, too), or changed
+        if await self._get(ref) is not None:
+            raise Conflict(f"{kind} {key} was changed concurrently")
 
     # -- records written with a job: created in the job's commit --
 

@@ -3,6 +3,7 @@ a sorted index of due times per kind. Synchronous throughout, so each call is at
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import defaultdict
 from collections.abc import Sequence
@@ -24,6 +25,9 @@ class MemoryRecords:
         self._record_data: dict[tuple[str, str], Kept] = {}
         self._record_keys: defaultdict[str, SortedKeys] = defaultdict(SortedKeys)
         self._record_dues: defaultdict[str, SortedKeys] = defaultdict(SortedKeys)
+        # one counter for every record write: a key deleted and inserted again never gets a
+        # version it had before (a conditional delete relies on that)
+        self._record_versions = itertools.count(1)
 
     async def put_record(self, record: Record, expected_version: str | None) -> Record:
         self._check_put(record, expected_version)
@@ -53,12 +57,16 @@ class MemoryRecords:
             found.append(_record(kind, key, self._record_data[kind, key]))
         return found
 
-    async def delete_record(self, kind: str, key: str) -> None:
-        kept = self._record_data.pop((kind, key), None)
-        if kept is not None:
-            self._record_keys[kind].remove(key)
-            if kept[1] is not None:
-                self._record_dues[kind].remove(_due_key(kept[1], key))
+    async def delete_record(self, kind: str, key: str, expected_version: str | None = None) -> None:
+        kept = self._record_data.get((kind, key))
+        if kept is None:
+            return
+        if expected_version is not None and str(kept[2]) != expected_version:
+            raise Conflict(f"{kind} {key} was changed concurrently")
+        del self._record_data[kind, key]
+        self._record_keys[kind].remove(key)
+        if kept[1] is not None:
+            self._record_dues[kind].remove(_due_key(kept[1], key))
 
     # -- for the job writes (synchronous: checked first, then written) --
 
@@ -83,7 +91,7 @@ class MemoryRecords:
     def _write(self, record: Record) -> int:
         """Keep `record`; returns its new version."""
         old = self._record_data.get((record.kind, record.key))
-        version = 1 if old is None else old[2] + 1
+        version = next(self._record_versions)
         if old is None:
             self._record_keys[record.kind].add(record.key)
         elif old[1] is not None:

@@ -3,9 +3,10 @@
 One table keyed by (kind, key): a scan by prefix ranges over its primary key
 (`key >= prefix AND key < prefix_end(prefix)`, in key order), and `records_due`, a partial index
 on (kind, due_ms, key) of the records that have a `due`, gives `due_records` in (due, key) order
-with no sort. `data` is the record's JSON; `version` an integer from 1, handed out as text (a
-version that is not such a number's text matches none). The SQL is plain SQLite, within what D1
-accepts.
+with no sort. `data` is the record's JSON; `version` an integer, random at the insert and
+counting up with each update, handed out as text (a version that is not such a number's text
+matches none): a key deleted and inserted again does not get a version it had, which a
+conditional delete relies on. The SQL is plain SQLite, within what D1 accepts.
 
 The synchronous calls below run on one of the SQLite store's connections
 (sqlite_connections.py); the D1 store runs the same statements through its binding.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
@@ -39,10 +41,10 @@ RECORDS_SCHEMA = (
 
 _COLUMNS = "key, data, due_ms, version"  # what a read selects: see `record_of`
 
-INSERT_SQL = "INSERT INTO records (kind, key, due_ms, version, data) VALUES (?, ?, ?, 1, ?)"
+INSERT_SQL = "INSERT INTO records (kind, key, due_ms, version, data) VALUES (?, ?, ?, ?, ?)"
 
 INSERT_AFTER_SQL = (
-    "INSERT INTO records (kind, key, due_ms, version, data) SELECT ?, ?, ?, 1, ? "
+    "INSERT INTO records (kind, key, due_ms, version, data) SELECT ?, ?, ?, ?, ? "
     "WHERE changes() = 1"
 )
 
@@ -57,6 +59,8 @@ EXISTS_SQL = "SELECT 1 AS found FROM records WHERE kind = ? AND key = ?"
 
 DELETE_SQL = "DELETE FROM records WHERE kind = ? AND key = ?"
 
+DELETE_VERSION_SQL = "DELETE FROM records WHERE kind = ? AND key = ? AND version = ?"
+
 DUE_SQL = (
     f"SELECT {_COLUMNS} FROM records WHERE kind = ? AND due_ms IS NOT NULL AND due_ms <= ? "
     "ORDER BY due_ms, key LIMIT ?"
@@ -68,6 +72,7 @@ _SCAN_FROM = (
 _SCAN_AFTER = _SCAN_FROM.replace("key >= ?", "key > ?")
 
 _VERSION = re.compile(r"[1-9][0-9]{0,17}")  # what the store hands out, and fits in 64 bits
+VERSION_BITS = 52  # an inserted record's version is below 2**52 (+1): updates never overflow
 
 Row = tuple[Any, ...]
 
@@ -85,9 +90,20 @@ def expected_number(version: str) -> int:
     return int(version) if _VERSION.fullmatch(version) else -1
 
 
-def insert_params(record: Record) -> Row:
-    """For INSERT_SQL and INSERT_AFTER_SQL."""
-    return (record.kind, record.key, record.due, _json(record))
+def new_version() -> int:
+    """The version of a record inserted: random, so not one a deleted record of the key had."""
+    return secrets.randbits(VERSION_BITS) + 1
+
+
+def insert_params(record: Record, version: int | None = None) -> Row:
+    """For INSERT_SQL and INSERT_AFTER_SQL (`version`: new_version() when None)."""
+    number = new_version() if version is None else version
+    return (record.kind, record.key, record.due, number, _json(record))
+
+
+def delete_error(kind: str, key: str) -> Conflict:
+    """The error of a conditional delete that found another version."""
+    return Conflict(f"{kind} {key} was changed concurrently", kind=kind, key=key)
 
 
 def update_params(record: Record, expected: int) -> Row:
@@ -122,8 +138,12 @@ def _json(record: Record) -> str:
 
 def put_record(db: sqlite3.Connection, record: Record, expected_version: str | None) -> Record:
     if expected_version is None:
-        insert_records(db, (record,))
-        return record.but(version="1")
+        version = new_version()
+        try:
+            db.execute(INSERT_SQL, insert_params(record, version))
+        except sqlite3.IntegrityError:
+            raise exists_error(record) from None
+        return record.but(version=str(version))
     expected = expected_number(expected_version)
     if db.execute(UPDATE_SQL, update_params(record, expected)).rowcount == 0:
         found = db.execute(EXISTS_SQL, (record.kind, record.key)).fetchone() is not None
@@ -157,5 +177,13 @@ def due_records(db: sqlite3.Connection, kind: str, now_ms: int, limit: int) -> l
     return [record_of(kind, row) for row in rows]
 
 
-def delete_record(db: sqlite3.Connection, kind: str, key: str) -> None:
-    db.execute(DELETE_SQL, (kind, key))
+def delete_record(
+    db: sqlite3.Connection, kind: str, key: str, expected_version: str | None = None
+) -> None:
+    if expected_version is None:
+        db.execute(DELETE_SQL, (kind, key))
+        return
+    params = (kind, key, expected_number(expected_version))
+    deleted = db.execute(DELETE_VERSION_SQL, params).rowcount
+    if not deleted and db.execute(EXISTS_SQL, (kind, key)).fetchone() is not None:
+        raise delete_error(kind, key)

@@ -227,8 +227,8 @@ class SqliteStore:
     async def due_records(self, kind: str, now_ms: int, limit: int) -> list[Record]:
         return await self._db.read(sql_records.due_records, kind, now_ms, limit)
 
-    async def delete_record(self, kind: str, key: str) -> None:
-        await self._db.write(sql_records.delete_record, kind, key)
+    async def delete_record(self, kind: str, key: str, expected_version: str | None = None) -> None:
+        await self._db.write(sql_records.delete_record, kind, key, expected_version)
 
 
 # -- synchronous parts, run on either connection (sqlite_connections.py) ---------------------

@@ -111,16 +111,20 @@ ix --field-config field-path=deadline_queued_ms,order=ascending \
 # `data` and `write` (events, webhooks, deliveries, attempts: one collection each).
 g firestore indexes fields update data --database '(default)' --collection-group "$COLLECTION" \
   --disable-indexes --async >/dev/null
-for kind in event webhook delivery attempt; do
+for kind in event webhook delivery attempt lead meeting reservation external; do
   for field in data write; do
     g firestore indexes fields update "$field" --database '(default)' \
       --collection-group "${COLLECTION}_rec_$kind" --disable-indexes --async >/dev/null
   done
 done
 
+# No retries, ever: a retried task would send a bot into its meeting a second time, and a run
+# cannot turn them off (the cloudrun backend refuses to start on a job that retries). Each run
+# sets its own timeout (maxRuntimeSeconds); BOT_TIMEOUT is the job's, for runs started by hand.
 step "Cloud Run job $JOB (one task, no retries: the scheduler retries), run as $BOT_SA"
 if exists g run jobs describe "$JOB" --region "$REGION"; then
-  g run jobs update "$JOB" --region "$REGION" --image "$BOT_IMAGE" --service-account "$BOT_SA"
+  g run jobs update "$JOB" --region "$REGION" --image "$BOT_IMAGE" --service-account "$BOT_SA" \
+    --max-retries 0
 else
   g run jobs create "$JOB" --region "$REGION" --image "$BOT_IMAGE" --tasks 1 --max-retries 0 \
     --task-timeout "$BOT_TIMEOUT" --cpu "$BOT_CPU" --memory "$BOT_MEMORY" \

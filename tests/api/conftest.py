@@ -28,7 +28,9 @@ KEY_A = "key1234567"
 KEY_B = "key7654321"
 API_KEYS = f"{KEY_A}:tenantA,{KEY_B}:tenantB"
 JOBS = "/api/scheduler/jobs"
-URL = "https://meet.google.com/abc-defg-hij"
+# a meeting URL on no known platform: its jobs never share a bot (one bot per meeting is for
+# Meet, Zoom, Teams and Webex: tests/scheduling), so tests may submit it again and again
+URL = "https://meet.example.com/abc-defg-hij"
 
 
 @dataclass

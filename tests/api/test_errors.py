@@ -161,8 +161,9 @@ async def test_unknown_route_is_404_json(api: Api, path: str) -> None:
     ("method", "path"),
     [
         ("PUT", JOBS),
-        ("PATCH", f"{JOBS}/abc"),
+        ("PUT", f"{JOBS}/abc"),
         ("POST", f"{JOBS}/abc"),
+        ("GET", f"{JOBS}/by-key/k1"),
         ("DELETE", "/api/scheduler/stats"),
         ("POST", f"{JOBS}/abc/logs"),
         ("GET", "/api/scheduler/meetings"),

@@ -283,7 +283,7 @@ async def test_metrics_match_the_store(make_api: MakeApi) -> None:
     api = await make_api({"SCHEDULER_MAX_CONCURRENT_JOBS": "3"})
     for _ in range(4):
         await api.submit(joinAt=later(hours=1))
-    await api.submit()
+    await api.submit(maxRuntimeSeconds=600)  # ends before the reservations of the hour begin
     cancelled = await api.submit(joinAt=later(hours=1))
     await api.client.delete(f"{JOBS}/{cancelled['id']}")
     response = await api.client.get("/metrics")

@@ -35,7 +35,7 @@ from core.backends.azure_container_apps import (
     container_resources,
 )
 from core.config import Settings
-from core.errors import BackendError, ConfigError, ExecutionLost, NotSupported
+from core.errors import BackendError, ConfigError, ExecutionLost, NotSupported, StartRefused
 from core.models import ExecutionRef, Job, JobSpec, JobState
 from core.scheduler import Scheduler
 from core.stores.memory import MemoryStore
@@ -160,7 +160,8 @@ async def test_start_runs_an_execution_with_the_bots_env_and_resources(
 
     assert ref.backend == "azure" and ref.id in fake.executions and ref.id.startswith(JOB + "-")
     assert fake.invalid == [] and fake.starts == 1  # spec-validated, strictly
-    assert fake.calls == ["JobsExecutions_List", "Jobs_Start"]  # 202 body named it: no polling
+    # the Job read once (it does not retry), then the start; the 202 body named it: no polling
+    assert fake.calls == ["Jobs_Get", "JobsExecutions_List", "Jobs_Start"]
     assert all(q["api-version"] == API_VERSION == "2026-01-01" for q in fake.queries)
     assert "$filter" not in fake.queries[0]
     (container,) = fake.executions[ref.id]["properties"]["template"]["containers"]
@@ -202,7 +203,7 @@ def test_quantities_in_container_apps_terms(
 async def test_a_refused_cpu_memory_pair_fails_with_the_platforms_message(
     fake: ContainerAppsFake, backend: ContainerAppsBackend
 ) -> None:
-    with pytest.raises(BackendError) as caught:
+    with pytest.raises(StartRefused) as caught:  # permanent: retrying cannot help
         await backend.start(make_job(cpu="1", memory="1Gi"))
     assert "HTTP 400 ContainerAppInvalidResourceTotal" in caught.value.message
     assert caught.value.details == {"status": 400}
@@ -217,7 +218,7 @@ async def test_start_polls_the_location_when_the_202_has_no_body(
     ref = await backend.start(make_job())
 
     assert ref.id in fake.executions and fake.invalid == []
-    assert fake.calls == ["JobsExecutions_List", "Jobs_Start", "Location", "Location", "Location"]
+    assert fake.calls[1:] == ["JobsExecutions_List", "Jobs_Start", *["Location"] * 3]
 
 
 async def test_a_retried_start_adopts_the_running_execution(
@@ -246,7 +247,7 @@ async def test_start_adopts_the_run_of_a_dispatcher_that_died(
 
     ref = await backend.start(job)
     assert ref.id == live and fake.starts == 0 and fake.invalid == []
-    assert [q.get("$skiptoken") for q in fake.queries] == [None, "2", "4"]
+    assert [q.get("$skiptoken") for q in fake.queries[1:]] == [None, "2", "4"]  # after Jobs_Get
 
 
 async def test_a_finished_run_is_adopted_not_repeated(
@@ -392,7 +393,8 @@ async def test_sdk_errors_are_backend_errors_without_the_token(
         else:
             await backend.start(make_job(id="another-job"))
     error = caught.value
-    assert type(error) is BackendError  # not ExecutionLost: the run may be fine
+    refused = operation == "Jobs_Start" and status == 403  # a start that cannot succeed
+    assert type(error) is (StartRefused if refused else BackendError)  # never ExecutionLost
     assert f"HTTP {status} {code}: the service said no" in error.message
     assert error.details == {"status": status}
     assert ("jobs/*/action" in error.message) == (status == 403)
@@ -417,6 +419,48 @@ async def test_an_unreachable_api_is_a_backend_error(
     for call in (backend.start(make_job()), backend.status(ref), backend.stop(ref)):
         with pytest.raises(BackendError, match="Azure Resource Manager unreachable"):
             await call
+
+
+# -- failure classes, no platform retries (core/backends/policy.py) ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "refused"),
+    [
+        (400, "ContainerAppImageRequired", True),
+        (403, "AuthorizationFailed", True),
+        (404, "ResourceNotFound", True),
+        (400, "ContainerAppsJobExecutionQuotaExceeded", False),  # passes as executions end
+        (409, "Conflict", False),  # the Job is being updated
+        (429, "TooManyRequests", False),
+        (500, "InternalServerError", False),
+        (503, "ServiceUnavailable", False),
+    ],
+)
+async def test_a_start_failure_is_permanent_or_transient_by_its_answer(
+    fake: ContainerAppsFake, backend: ContainerAppsBackend, status: int, code: str, refused: bool
+) -> None:
+    """Contract fake: Jobs_Start answers `status` with an ARM error body of `code`."""
+    fake.fail("Jobs_Start", status, code, "the platform said no")
+    with pytest.raises(BackendError) as caught:
+        await backend.start(make_job())
+    assert isinstance(caught.value, StartRefused) is refused
+    assert f"HTTP {status} {code}" in caught.value.message
+
+
+async def test_a_job_that_retries_a_replica_is_refused_before_anything_runs(
+    fake: ContainerAppsFake, backend: ContainerAppsBackend
+) -> None:
+    """A run cannot set replicaRetryLimit (a JobExecutionTemplate holds containers only): the
+    Job must say 0, as infra/azure/main.bicep does."""
+    fake.replica_retry_limit = 2
+    with pytest.raises(StartRefused, match="retries a failed replica 2 times"):
+        await backend.start(make_job())
+    assert fake.calls == ["Jobs_Get"] and fake.starts == 0
+    fake.replica_retry_limit = 0
+    await backend.start(make_job())
+    await backend.start(make_job(id="another-job"))
+    assert fake.calls.count("Jobs_Get") == 2 and fake.starts == 2  # then once per backend
 
 
 # -- find and runs ---------------------------------------------------------------------------

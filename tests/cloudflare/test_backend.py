@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from core.backends.cloudflare import CloudflareContainersBackend, execution_from
-from core.errors import BackendError, ConfigError, ExecutionLost, NotSupported
+from core.errors import BackendError, ConfigError, ExecutionLost, NotSupported, StartRefused
 from core.models import ExecutionRef, Job
 
 
@@ -34,6 +34,8 @@ class FakeStub:
         run = self.namespace.runs.get(self.name)
         path = url.removeprefix("https://bot")
         if path == "/start":
+            if self.namespace.start_answer is not None:
+                return FakeResponse(*self.namespace.start_answer)
             if run is None:
                 self.namespace.runs[self.name] = run = {"phase": "running", "env": body["env"]}
             return FakeResponse(200, run)
@@ -52,6 +54,7 @@ class FakeNamespace:
         self.calls: list[tuple[str, str, str, Any]] = []
         self.stop_status = 200
         self.status_error: int | None = None
+        self.start_answer: tuple[int, Any] | None = None  # what /start answers instead
 
     def idFromName(self, name: str) -> str:  # the binding's JS name
         return name
@@ -144,3 +147,35 @@ def test_needs_the_binding() -> None:
 
     with pytest.raises(ConfigError, match="BOTS"):
         CloudflareContainersBackend.from_settings(Settings())
+
+
+@pytest.mark.parametrize(
+    ("status", "refused"),
+    [(400, True), (403, True), (404, True), (422, True), (429, False), (500, False), (502, False)],
+)
+async def test_a_start_failure_is_permanent_or_transient_by_its_answer(
+    namespace: FakeNamespace, status: int, refused: bool
+) -> None:
+    """Stand-in binding: /start answers `status` (bot-container.ts answers 502 start_failed when
+    the container would not start; 404 no_route when the binding is not our class)."""
+    namespace.start_answer = (status, {"error": "start_failed", "reason": "no"})
+    with pytest.raises(BackendError) as caught:
+        await CloudflareContainersBackend(namespace).start(_job())
+    assert isinstance(caught.value, StartRefused) is refused
+    assert caught.value.details == {"status": status}
+
+
+async def test_a_fetch_that_throws_is_transient(namespace: FakeNamespace) -> None:
+    class Throwing(FakeNamespace):
+        def get(self, object_id: str) -> FakeStub:
+            stub = FakeStub(self, object_id)
+
+            async def fetch(url: str, **options: Any) -> FakeResponse:
+                raise RuntimeError("Error: Durable Object reset because its code was updated")
+
+            stub.fetch = fetch  # type: ignore[method-assign]
+            return stub
+
+    with pytest.raises(BackendError) as caught:
+        await CloudflareContainersBackend(Throwing()).start(_job())
+    assert type(caught.value) is BackendError

@@ -117,7 +117,18 @@ def needed_index(query: Any) -> tuple[frozenset[str], tuple[tuple[str, str], ...
     return equal, order
 
 
-RECORD_KINDS = ("event", "webhook", "delivery", "attempt")  # core/events.py, core/webhooks/
+# core/events.py, core/webhooks/, core/leads.py, core/meetings.py, core/reservations.py,
+# core/desired.py
+RECORD_KINDS = (
+    "event",
+    "webhook",
+    "delivery",
+    "attempt",
+    "lead",
+    "meeting",
+    "reservation",
+    "external",
+)
 
 
 def test_the_index_file_serves_every_query(offline: FirestoreStore) -> None:

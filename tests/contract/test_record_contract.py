@@ -155,3 +155,61 @@ async def test_sqlite_record_query_plans_use_indexes(tmp_path: object) -> None:
             assert not any("TEMP B-TREE" in detail for detail in plan), plan
     finally:
         connection.close()
+
+
+# -- conditional deletes (core/reservations.py releases stale slots with them) ---------------
+
+
+async def test_delete_with_a_version_deletes_only_that_version(store: JobStore) -> None:
+    first = await store.put_record(Record("reservation", "res:900:0", {"n": 1}, due=5), None)
+    assert first.version is not None
+    second = await store.put_record(first.but(data={"n": 2}), first.version)
+    assert second.version is not None
+    with pytest.raises(Conflict):  # read before the update: refused, the record stays
+        await store.delete_record("reservation", "res:900:0", first.version)
+    with pytest.raises(Conflict):
+        await store.delete_record("reservation", "res:900:0", "not-a-version")
+    kept = await store.get_record("reservation", "res:900:0")
+    assert kept is not None and kept.data == {"n": 2}
+    await store.delete_record("reservation", "res:900:0", second.version)
+    assert await store.get_record("reservation", "res:900:0") is None
+    assert keys(await store.due_records("reservation", 10, 10)) == []  # its due row went too
+    await store.delete_record("reservation", "res:900:0", second.version)  # gone: no error
+
+
+async def test_a_version_is_not_handed_out_again_after_a_delete(store: JobStore) -> None:
+    """Delete and insert the key again: a conditional delete holding the old version must not
+    remove the new record (the release of a stale slot that someone else re-took)."""
+    old = await store.put_record(Record("meeting", "t1:zoom~3A1:7", {"jobId": "a"}), None)
+    assert old.version is not None
+    await store.delete_record("meeting", "t1:zoom~3A1:7", old.version)
+    new = await store.put_record(Record("meeting", "t1:zoom~3A1:7", {"jobId": "b"}), None)
+    assert new.version != old.version
+    with pytest.raises(Conflict):
+        await store.delete_record("meeting", "t1:zoom~3A1:7", old.version)
+    kept = await store.get_record("meeting", "t1:zoom~3A1:7")
+    assert kept is not None and kept.data == {"jobId": "b"}
+
+
+async def test_concurrent_conditional_deletes_never_fail(store: JobStore) -> None:
+    record = await store.put_record(Record("reservation", "res:1800:1", {}, due=1), None)
+    assert record.version is not None
+    version = record.version
+    await asyncio.gather(
+        *(store.delete_record("reservation", "res:1800:1", version) for _ in range(6))
+    )
+    assert await store.get_record("reservation", "res:1800:1") is None
+
+
+async def test_a_duplicate_key_is_reported_before_a_taken_record(
+    store: JobStore, make_job: MakeJob
+) -> None:
+    """A create whose dedupKey is held and one of whose records is taken raises DuplicateKey
+    (with the job holding the key): a submit refused for a full window still returns the job a
+    retry of it created."""
+    first = await store.create(make_job(dedupKey="same"), [Record("reservation", "res:0:0", {})])
+    with pytest.raises(DuplicateKey) as raised:
+        await store.create(make_job(dedupKey="same"), [Record("reservation", "res:0:0", {})])
+    assert raised.value.existing.id == first.id
+    with pytest.raises(Conflict):  # no key in the way: the taken record refuses it
+        await store.create(make_job(dedupKey="other"), [Record("reservation", "res:0:0", {})])

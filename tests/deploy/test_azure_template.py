@@ -229,3 +229,15 @@ def test_the_app_settings_are_ones_the_app_reads_and_accepts(template: Template)
     assert set(settings) - set(env) <= HOST_SETTINGS | {"AZURE_TABLE_NAME", "AZURE_JOB_NAME"}
     parsed = settings_from_env(env)
     assert (parsed.store, parsed.platform) == ("azure_table", "azure")
+
+
+def test_the_bot_job_never_retries_a_replica_and_times_it_out(template: Template) -> None:
+    """Container Apps cannot turn retries off per execution (a JobExecutionTemplate holds only
+    containers and initContainers): the Job itself must never start a bot a second time
+    (core/backends/policy.py); the azure backend refuses to start on one that does."""
+    (job,) = by_type(template, "Microsoft.App/jobs")
+    configuration = job.body["properties"]["configuration"]
+    assert configuration["replicaRetryLimit"] == 0
+    assert configuration["replicaTimeout"] == Expr("botTimeoutSeconds", "int")
+    assert template.defaults["botTimeoutSeconds"] == 14400
+    assert configuration["manualTriggerConfig"]["parallelism"] == 1

@@ -212,3 +212,12 @@ def test_the_real_path_retries_the_first_grants_and_finishes(tmp_path: Path) -> 
     assert len(grants) == 3 * len(set(grants))  # each refused twice, then granted
     assert "retrying" in out.stderr
     assert not [c for c in calls if "--quiet" not in c or f"--project {PROJECT}" not in c]
+
+
+def test_the_bot_job_never_retries_a_task(commands: list[Command]) -> None:
+    """Cloud Run cannot turn retries off per execution (RunJobRequest.Overrides holds only
+    containerOverrides, taskCount and timeout): the job itself, created or updated, must."""
+    jobs = [c for c in commands if c[1:4] in (["run", "jobs", "create"], ["run", "jobs", "update"])]
+    assert len(jobs) == 2 and all(flag(c, "--max-retries") == "0" for c in jobs)
+    (create,) = [c for c in jobs if c[3] == "create"]
+    assert flag(create, "--tasks") == "1" and flag(create, "--task-timeout") == "4h"

@@ -43,7 +43,7 @@ from core.backends.cloud_run import (
     CloudRunJob,
 )
 from core.config import Settings
-from core.errors import BackendError, ConfigError, ExecutionLost, NotSupported
+from core.errors import BackendError, ConfigError, ExecutionLost, NotSupported, StartRefused
 from core.models import ExecutionRef, JobSpec, JobState
 from core.scheduler import Scheduler
 from core.stores.memory import MemoryStore
@@ -52,6 +52,7 @@ from tests.kubernetes.conftest import make_job
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN = "run.projects.locations.jobs.run"
+GET_JOB = "run.projects.locations.jobs.get"
 GET = "run.projects.locations.jobs.executions.get"
 LIST = "run.projects.locations.jobs.executions.list"
 CANCEL = "run.projects.locations.jobs.executions.cancel"
@@ -117,7 +118,7 @@ async def test_start_runs_the_job_with_the_bots_env(
 
     assert ref.backend == "cloudrun"
     assert ref.id.startswith(fake.job_name() + "/executions/bot-job-") and ref.id in fake.executions
-    assert fake.invalid == [] and methods(fake) == [LIST, RUN]  # spec-validated, strictly
+    assert fake.invalid == [] and methods(fake) == [GET_JOB, LIST, RUN]  # spec-validated
     run = fake.calls[-1]
     assert run.params == {"name": fake.job_name()}
     overrides = run.body["overrides"]
@@ -147,12 +148,14 @@ async def test_start_does_not_wait_for_the_execution(
     assert all(call.query.get("$alt") == "json;enum-encoding=int" for call in fake.calls)
 
 
-async def test_start_without_max_runtime_keeps_the_jobs_timeout(
+async def test_start_without_max_runtime_sets_twice_the_expected_run(
     fake: CloudRunFake, backend: CloudRunBackend
 ) -> None:
+    """Never the Job's own timeout (10 minutes by default): SCHEDULER_EXPECTED_RUN_SECONDS
+    (3600) twice over."""
     ref = await backend.start(make_job(botName="Bot $(HOME)"))
-    assert "timeout" not in fake.calls[-1].body["overrides"]
-    assert fake.executions[ref.id]["template"]["timeout"] == "600s"
+    assert fake.calls[-1].body["overrides"]["timeout"] == "7200s"
+    assert fake.executions[ref.id]["template"]["timeout"] == "7200s"
     assert env_of(fake.executions[ref.id])["BOT_NAME"] == "Bot $(HOME)"  # no expansion to escape
 
 
@@ -160,7 +163,7 @@ async def test_an_env_value_over_cloud_runs_limit_is_refused_first(
     fake: CloudRunFake, backend: CloudRunBackend
 ) -> None:
     job = make_job(config={"notes": "x" * MAX_ENV_VALUE})
-    with pytest.raises(BackendError, match=r"BOT_CONFIG .* 32768"):
+    with pytest.raises(StartRefused, match=r"BOT_CONFIG .* 32768"):
         await backend.start(job)
     assert fake.calls == []
 
@@ -323,8 +326,9 @@ async def test_api_errors_are_backend_errors(
         else:
             await getattr(backend, operation)(ref)
     error = caught.value
-    assert type(error) is BackendError and error.details == {"status": code}
-    assert f"HTTP {code}" in error.message
+    refused = operation == "start" and code == 403  # permanent: the job fails at once
+    assert type(error) is (StartRefused if refused else BackendError)
+    assert error.details == {"status": code} and f"HTTP {code}" in error.message
     if code == 403:
         assert "PERMISSION_DENIED" in error.message and "roles/run.developer" in error.message
     else:
@@ -334,7 +338,7 @@ async def test_api_errors_are_backend_errors(
     await backend.close()
 
 
-async def test_a_missing_job_is_a_backend_error(
+async def test_a_missing_job_refuses_the_start_for_good(
     fake: CloudRunFake, served: tuple[CloudRunFake, str], settings: Settings
 ) -> None:
     backend = CloudRunBackend(
@@ -343,9 +347,8 @@ async def test_a_missing_job_is_a_backend_error(
         credentials=AnonymousCredentials(),
         client_options={"api_endpoint": served[1]},
     )
-    with pytest.raises(BackendError, match="HTTP 404") as caught:
+    with pytest.raises(StartRefused, match="HTTP 404"):  # not ExecutionLost: misconfigured
         await backend.start(make_job())
-    assert type(caught.value) is BackendError  # not ExecutionLost: the job is misconfigured
     await backend.close()
 
 
@@ -364,6 +367,71 @@ async def test_an_unreachable_api_is_a_backend_error(settings: Settings) -> None
         with pytest.raises(BackendError, match="unreachable: ConnectionError"):
             await call
     await backend.close()
+
+
+# -- failure classes, no platform retries (core/backends/policy.py) ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "refused"),
+    [
+        (400, "INVALID_ARGUMENT", True),
+        (403, "PERMISSION_DENIED", True),
+        (404, "NOT_FOUND", True),
+        (400, "FAILED_PRECONDITION", False),  # the Job is being updated: it passes
+        (409, "ABORTED", False),
+        (429, "RESOURCE_EXHAUSTED", False),
+        (500, "INTERNAL", False),
+        (503, "UNAVAILABLE", False),
+    ],
+)
+async def test_a_start_failure_is_permanent_or_transient_by_its_answer(
+    fake: CloudRunFake, backend: CloudRunBackend, code: int, status: str, refused: bool
+) -> None:
+    """Contract fake: RunJob answers `code` with the gRPC `status` (a Google JSON error)."""
+    fake.fail_next(RUN, code, status)
+    with pytest.raises(BackendError) as caught:
+        await backend.start(make_job())
+    assert isinstance(caught.value, StartRefused) is refused
+    assert status in caught.value.message and caught.value.details == {"status": code}
+
+
+async def test_a_job_that_retries_is_refused_before_anything_runs(
+    fake: CloudRunFake, backend: CloudRunBackend
+) -> None:
+    """Cloud Run cannot turn retries off per execution (RunJobRequest.Overrides holds only
+    containerOverrides, taskCount and timeout): the Job must say maxRetries 0."""
+    fake.jobs[fake.job_name()]["template"]["template"]["maxRetries"] = 3
+    with pytest.raises(StartRefused, match=r"retries a failed task 3 times.*--max-retries 0"):
+        await backend.start(make_job())
+    assert methods(fake) == [GET_JOB] and fake.runs() == 0
+    fake.jobs[fake.job_name()]["template"]["template"]["maxRetries"] = 0
+    await backend.start(make_job())
+    await backend.start(make_job(id="another-job"))
+    assert methods(fake).count(GET_JOB) == 2  # read until it passed, then once per backend
+    assert fake.runs() == 2
+
+
+async def test_a_job_that_does_not_say_its_retries_starts_with_a_warning(
+    fake: CloudRunFake, backend: CloudRunBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    """maxRetries is a oneof member: absent is not 0 (the API's default is 3). The SDK over REST
+    tells the two apart: 0 passes silently, absent is logged."""
+    await backend.start(make_job())
+    assert "maxRetries" not in caplog.text
+    del fake.jobs[fake.job_name()]["template"]["template"]["maxRetries"]
+    other = make_backend(fake, str(backend._client_options["api_endpoint"]), backend.settings)
+    await other.start(make_job(id="another-job"))
+    await other.close()
+    assert "does not say its maxRetries" in caplog.text
+
+
+async def test_every_execution_gets_a_timeout_and_no_retries(
+    fake: CloudRunFake, backend: CloudRunBackend
+) -> None:
+    ref = await backend.start(make_job(maxRuntimeSeconds=5400))
+    template = fake.executions[ref.id]["template"]
+    assert (template["timeout"], template["maxRetries"]) == ("5400s", 0)
 
 
 # -- find and runs ---------------------------------------------------------------------------
@@ -538,6 +606,24 @@ async def test_scheduler_recovery_adopts_the_run_a_dead_dispatcher_started(
     running = await scheduler.get("acme", job.id)
     assert running.status is JobState.RUNNING and running.execution == started
     assert fake.runs() == 1  # adopted: no second bot
+
+
+async def test_scheduler_fails_a_refused_start_at_once_and_retries_a_quota_error(
+    scheduler: Scheduler, fake: CloudRunFake
+) -> None:
+    spec = JobSpec(meetingUrl="https://meet.example.com/abc")
+    fake.fail_next(RUN, 429)
+    busy, _ = await scheduler.submit("acme", spec)
+    report = await scheduler.drain_once()
+    retried = await scheduler.get("acme", busy.id)
+    assert (report.retried, retried.status, retried.attempts) == (1, JobState.QUEUED, 1)
+    fake.fail_next(RUN, 400)
+    other = JobSpec(meetingUrl="https://meet.example.com/def")  # another meeting
+    bad, _ = await scheduler.submit("acme", other)
+    await scheduler.drain_once()
+    failed = await scheduler.get("acme", bad.id)
+    assert failed.status is JobState.FAILED and failed.attempts == 1
+    assert failed.reason and failed.reason.startswith("start refused: Cloud Run start")
 
 
 # -- the fake holds to the discovery document ------------------------------------------------

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[2]
 EVENTS = Path(__file__).parent / "events"
 KEY = "aws-test-key-1"
 JOBS = "/api/scheduler/jobs"
-URL = "https://meet.google.com/abc-defg-hij"
+URL = "https://meet.example.com/abc-defg-hij"
 SETTINGS_VARIABLES = tuple(variable_names())
 
 

@@ -25,7 +25,7 @@ from core.backends.kubernetes import (
     label_value,
 )
 from core.config import Settings
-from core.errors import BackendError, ConfigError, ExecutionLost
+from core.errors import BackendError, ConfigError, ExecutionLost, StartRefused
 from core.models import ExecutionRef, JobSpec, JobState
 from core.scheduler import Scheduler
 from core.stores.memory import MemoryStore
@@ -80,7 +80,7 @@ async def test_start_defaults_and_options(fake: KubeFake, make_backend: MakeBack
     (created,) = fake.jobs.values()
     assert fake.invalid == []
     spec = created["spec"]
-    assert "activeDeadlineSeconds" not in spec  # no maxRuntimeSeconds
+    assert spec["activeDeadlineSeconds"] == 7200  # no maxRuntimeSeconds: 2 x expected run
     assert spec["ttlSecondsAfterFinished"] == 600
     pod = spec["template"]["spec"]
     assert pod["serviceAccountName"] == "meeting-bot"
@@ -435,6 +435,69 @@ async def test_find_and_runs_raise_when_the_api_cannot_answer(
 # -- imports ---------------------------------------------------------------------------------
 
 
+# -- failure classes (core/backends/policy.py) ------------------------------------------------
+
+QUOTA = (
+    'jobs.batch "botsched-x" is forbidden: exceeded quota: bots, requested: count/jobs.batch=1, '
+    "used: count/jobs.batch=20, limited: count/jobs.batch=20"
+)
+
+
+@pytest.mark.parametrize(
+    ("code", "reason", "message", "refused"),
+    [
+        (400, "BadRequest", "the body of the request was in an unknown format", True),
+        (422, "Invalid", "Job.batch is invalid: spec.template.spec.containers[0].image", True),
+        (404, "NotFound", 'namespaces "bots" not found', True),
+        (403, "Forbidden", 'User "x" cannot create resource "jobs"', True),  # RBAC
+        (403, "Forbidden", QUOTA, False),  # a ResourceQuota: it frees as Jobs end
+        (409, "Conflict", "Operation cannot be fulfilled: the object has been modified", False),
+        (429, "TooManyRequests", "the server has received too many requests", False),
+        (500, "InternalError", "etcdserver: request timed out", False),
+        (503, "ServiceUnavailable", "the server is currently unable to handle the request", False),
+    ],
+)
+async def test_a_start_failure_is_permanent_or_transient_by_its_answer(
+    settings: Settings, code: int, reason: str, message: str, refused: bool
+) -> None:
+    """An httpx MockTransport plays the API server's answer to the create (a meta/v1 Status)."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        body = {"kind": "Status", "status": "Failure", "reason": reason, "message": message}
+        return httpx.Response(code, json={**body, "code": code})
+
+    cluster = Cluster(server=SERVER, token=StaticToken(TOKEN))
+    backend = KubernetesBackend(settings, cluster, transport=httpx.MockTransport(answer))
+    with pytest.raises(BackendError) as caught:
+        await backend.start(make_job())
+    await backend.close()
+    assert isinstance(caught.value, StartRefused) is refused
+    assert caught.value.details["status"] == code
+    assert ("exceeded quota" in caught.value.message) == (message == QUOTA)
+
+
+async def test_an_unreachable_api_server_is_transient(settings: Settings) -> None:
+    def unreachable(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    cluster = Cluster(server=SERVER, token=StaticToken(TOKEN))
+    backend = KubernetesBackend(settings, cluster, transport=httpx.MockTransport(unreachable))
+    with pytest.raises(BackendError) as caught:
+        await backend.start(make_job())
+    await backend.close()
+    assert type(caught.value) is BackendError
+
+
+async def test_rbac_that_forbids_creating_jobs_refuses_the_start(
+    fake: KubeFake, backend: KubernetesBackend
+) -> None:
+    """The contract fake's RBAC answers 403 Forbidden: nothing will change it but an admin."""
+    fake.denied.add(("batch", "jobs", "create"))
+    with pytest.raises(StartRefused, match="RBAC forbids 'create' on 'jobs'"):
+        await backend.start(make_job())
+    assert fake.creates == {}
+
+
 # -- through the scheduler -------------------------------------------------------------------
 
 
@@ -488,3 +551,14 @@ async def test_scheduler_cancel_deletes_the_job(scheduler: Scheduler, fake: Kube
     cancelled = await scheduler.cancel("acme", job_id)
     assert cancelled.status is JobState.CANCELLED
     assert fake.deletions == [(name, "Background")] and name not in fake.jobs
+
+
+async def test_scheduler_fails_a_job_whose_start_rbac_forbids_at_once(
+    scheduler: Scheduler, fake: KubeFake
+) -> None:
+    fake.denied.add(("batch", "jobs", "create"))
+    job, _ = await scheduler.submit("acme", JobSpec(meetingUrl="https://meet.example.com/abc"))
+    report = await scheduler.drain_once()
+    failed = await scheduler.get("acme", job.id)
+    assert (report.retried, failed.status, failed.attempts) == (0, JobState.FAILED, 1)
+    assert failed.reason and failed.reason.startswith("start refused: Kubernetes RBAC forbids")

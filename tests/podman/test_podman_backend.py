@@ -27,12 +27,12 @@ from core.api import create_app
 from core.backends.engine import Endpoint
 from core.backends.podman import LABEL_JOB, LABEL_TENANT, PREFIX, PodmanBackend
 from core.config import Settings
-from core.errors import BackendError
+from core.errors import BackendError, StartRefused
 from core.models import ExecutionRef, Job, JobSpec, JobState
 from core.runtime import Runtime
 from core.scheduler import Scheduler
 from core.stores.memory import MemoryStore
-from tests.podman_env import PodmanEnv
+from tests.podman_env import PodmanEnv, import_test_image
 from tests.specs import serve_in_thread
 
 pytestmark = pytest.mark.podman
@@ -381,3 +381,61 @@ async def test_find_and_runs_raise_when_the_engine_cannot_answer(tmp_path: Path)
     with pytest.raises(BackendError, match=r"nothing-here\.sock"):
         await backend.find("job-1")
     await backend.close()
+
+
+# -- failure classes (core/backends/policy.py) --------------------------------------------------
+
+BROKEN_IMAGE = "localhost/botsched-broken-bot:latest"
+
+
+@pytest.fixture(scope="module")
+def broken_image(podman: PodmanEnv, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """An image whose command does not exist in it: REAL Podman cannot start it, ever."""
+    tar = tmp_path_factory.mktemp("broken") / "broken.tar"
+    import_test_image(podman.env, tar, BROKEN_IMAGE, cmd="/no/such/bot")
+    return BROKEN_IMAGE
+
+
+async def test_an_image_without_its_command_is_refused_and_leaves_nothing(
+    podman: PodmanEnv, tmp_path: Path, broken_image: str
+) -> None:
+    """REAL Podman answers the start 500 "OCI runtime attempted to invoke a command that was
+    not found": StartRefused, and the container is removed, so `find` sees no run."""
+    settings = settings_for(podman, tmp_path, SCHEDULER_CONTAINER_IMAGE=broken_image)
+    backend = PodmanBackend(settings)
+    job = a_job()
+    with pytest.raises(StartRefused, match="not found"):
+        await backend.start(job)
+    assert containers_of(podman, job.id) == [] and await backend.find(job.id) is None
+    await backend.close()
+
+
+async def test_the_scheduler_fails_a_refused_start_at_once(
+    podman: PodmanEnv, tmp_path: Path, broken_image: str
+) -> None:
+    harness = Harness(settings_for(podman, tmp_path, SCHEDULER_CONTAINER_IMAGE=broken_image))
+    try:
+        job_id = await harness.submit()
+        job = await harness.drain_until(job_id, "failed")
+        assert job["attempts"] == 1 and job["reason"].startswith("start refused: start of")
+    finally:
+        await harness.close()
+
+
+@pytest.mark.parametrize(
+    ("image", "refused"),
+    [
+        ("localhost/UPPER:1", True),  # Podman: 500 "repository name must be lowercase"
+        ("localhost/no-such-bot:1", False),  # not here; its registry refuses the connection
+    ],
+)
+async def test_an_image_is_refused_for_good_or_retried_by_what_podman_says(
+    podman: PodmanEnv, tmp_path: Path, image: str, refused: bool
+) -> None:
+    """REAL Podman, offline: a reference it cannot parse can never start; an image it cannot
+    pull because the registry does not answer may start once the registry is back."""
+    backend = PodmanBackend(settings_for(podman, tmp_path, SCHEDULER_CONTAINER_IMAGE=image))
+    with pytest.raises(BackendError) as caught:
+        await backend.start(a_job())
+    await backend.close()
+    assert isinstance(caught.value, StartRefused) is refused

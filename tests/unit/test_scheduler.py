@@ -56,7 +56,8 @@ async def test_dispatch_order_cap_and_poll(
     scheduler = make_scheduler(max_concurrent_jobs=3)
     jobs: dict[str, Job] = {}
     # name: (created at, priority, joinAt); the queue order is priority desc, then
-    # joinAt-or-createdAt asc: c, b, e, d, a.
+    # joinAt-or-createdAt asc: c, b, e, d, a. But d is scheduled: it holds a reservation, which
+    # an unscheduled job may not take (README "Meeting-time scheduling"), so d starts before e.
     plan = {
         "a": (0, 1, None),
         "d": (1, 5, at(30)),
@@ -70,8 +71,8 @@ async def test_dispatch_order_cap_and_poll(
 
     report = await scheduler.drain_once(clock.at(10))
     assert report.dispatched == 3
-    assert set(backend.starts) == {jobs[n].id for n in "cbe"}
-    assert await status_of(store, jobs["d"]) is JobState.QUEUED
+    assert set(backend.starts) == {jobs[n].id for n in "cbd"}
+    assert await status_of(store, jobs["e"]) is JobState.QUEUED
     assert await status_of(store, jobs["a"]) is JobState.QUEUED
 
     # Nothing finished: no capacity, nothing more starts.
@@ -84,7 +85,7 @@ async def test_dispatch_order_cap_and_poll(
     done = await fresh(store, jobs["c"])
     assert done.status is JobState.COMPLETED
     assert done.exitCode == 0 and done.completedAt == at(20) and done.error is None
-    assert backend.starts[jobs["d"].id] == 1 and backend.starts[jobs["a"].id] == 0
+    assert backend.starts[jobs["e"].id] == 1 and backend.starts[jobs["a"].id] == 0
 
     backend.finish(jobs["b"].id, 3)
     report = await scheduler.drain_once(clock.at(30))
@@ -372,6 +373,10 @@ async def test_stats_count_every_state(
         "maxConcurrentJobs": 3,
         "maxConcurrentJobsPerTenant": 2,
         "platform": "fake",
+        # five starts measured (instant on the fake): the lead is the floor, min 10 s
+        "joinLeadSeconds": 10.0,
+        "startLatencyP95Seconds": 0.0,
+        "startLatencySamples": 5,
     }
     acme = await scheduler.stats("acme")
     assert (acme["totalJobs"], acme["runningJobs"], acme["queueSize"]) == (6, 2, 1)

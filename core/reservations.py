@@ -1,0 +1,318 @@
+"""Reservations: a job with `joinAt` holds its slots of the caps for the time its bot will run.
+
+**Window.** [joinAt - lead, joinAt + run): the lead is the larger of `join_lead_seconds` and the
+job's own (joinAt - notBefore: the learned lead, at most `join_lead_max_seconds`), the run its
+`maxRuntimeSeconds` or `expected_run_seconds`; a window that began before the submit starts at
+the submit.
+
+**Buckets.** Time is cut in buckets of `reservation_bucket_seconds` (B), aligned on the epoch. A
+window holds every bucket it overlaps, at most MAX_BUCKETS of them (its first ones: a longer run
+reserves its first MAX_BUCKETS x B), so that a job, its events and its slots stay one Azure entity
+group transaction of at most 100 operations.
+
+**Slots.** Per bucket (starting at epoch second S) the global cap has the slot records
+`res:{S}:{n}`, n in 0..max_concurrent_jobs-1, and with a per-tenant cap each tenant
+`rest:{tenant}:{S}:{n}`, n in 0..max_concurrent_per_tenant-1 (kind `reservation`). A job takes a
+free n of each bucket and cap, chosen by scanning the bucket's slots, in the same atomic create as
+the job itself: a slot taken meanwhile fails the create (Conflict) and the submit scans again. A
+slot is stale when its job is missing, final, or has another joinAt than the slot records: it is
+released (a delete conditioned on the version read) when a bucket would otherwise be full.
+
+**Full.** With `overbooking` "reject" the submit is refused (Overbooked, 409) with `earliestStart`:
+the earliest joinAt after the requested one whose whole window fits (it then starts on a bucket
+boundary; searched over SEARCH_BUCKETS buckets, else null). With "queue" it is accepted holding
+no slot, with a warning.
+
+**Dispatch** counts the reservations beside the active jobs: core/reserved_budget.py.
+
+Slot records are due at the end of their bucket: every SWEEP_SECONDS a submit deletes the ones
+past (SWEEP_LIMIT at a time). Changing B leaves the old slots uncounted against new ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import math
+import time
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from core.config import Settings
+from core.errors import Conflict
+from core.models import Job, to_ms
+from core.ports import JobStore
+from core.records import Record, key_part
+
+KIND = "reservation"
+MAX_BUCKETS = 8  # the most buckets one job reserves (Azure: 100 operations per transaction)
+SEARCH_BUCKETS = 96  # how far ahead a refused submit looks for its earliest start
+SCAN_EXTRA = 64  # slot records read beyond the cap per bucket (stale ones, a lowered cap)
+SWEEP_SECONDS = 60.0  # how often a process deletes the slot records of past buckets
+SWEEP_LIMIT = 16
+KEY_PART_MAX = 90  # a longer escaped part of a slot key is hashed
+
+
+@dataclass
+class StoreState:
+    """What a process keeps per store: its view of the reservations for dispatch
+    (core/reserved_budget.py) and when it last swept."""
+
+    view: tuple[float, int, Any] | None = None  # (expires, first bucket, the view)
+    swept: float = -math.inf
+
+
+_states: weakref.WeakKeyDictionary[Any, StoreState] = weakref.WeakKeyDictionary()
+
+
+def store_state(store: object) -> StoreState:
+    try:
+        return _states.setdefault(store, StoreState())
+    except TypeError:  # not weakly referable: nothing kept
+        return StoreState()
+
+
+def forget(store: object) -> None:
+    """Drop the process's view of `store`'s reservations (after it made one)."""
+    store_state(store).view = None
+
+
+# -- time ------------------------------------------------------------------------------------
+
+
+def bucket_of(seconds: float, settings: Settings) -> int:
+    return math.floor(seconds / settings.reservation_bucket_seconds)
+
+
+def bucket_start(index: int, settings: Settings) -> int:
+    """The epoch second bucket `index` starts at: what its slot keys carry."""
+    return int(index * settings.reservation_bucket_seconds)
+
+
+def lead_of(job: Job, settings: Settings) -> float:
+    """Seconds from the window's start to joinAt (0 without joinAt)."""
+    if job.joinAt is None:
+        return 0.0
+    own = (job.joinAt - job.notBefore).total_seconds()  # beyond the most: notBefore was now
+    return max(settings.join_lead_seconds, min(own, settings.join_lead_max_seconds))
+
+
+def window(job: Job, settings: Settings, now: datetime) -> tuple[float, float] | None:
+    """The job's window in epoch seconds, from `now` at the earliest; None without joinAt or
+    when it is over."""
+    if job.joinAt is None:
+        return None
+    join = job.joinAt.timestamp()
+    start = max(join - lead_of(job, settings), now.timestamp())
+    end = join + (job.maxRuntimeSeconds or settings.expected_run_seconds)
+    return (start, end) if end > start else None
+
+
+def buckets(start: float, end: float, settings: Settings) -> list[int]:
+    """The buckets [start, end) overlaps, the first MAX_BUCKETS of them."""
+    first = bucket_of(start, settings)
+    last = math.ceil(end / settings.reservation_bucket_seconds) - 1
+    return list(range(first, min(last, first + MAX_BUCKETS - 1) + 1))
+
+
+def slot_part(text: str) -> str:
+    """`text` as a piece of a slot key: escaped (key_part), or `~h` and a hash when longer than
+    KEY_PART_MAX (key_part never writes `~h`), so that a key stays within 200 characters."""
+    part = key_part(text)
+    if len(part) <= KEY_PART_MAX:
+        return part
+    return "~h" + hashlib.sha256(part.encode()).hexdigest()[:40]
+
+
+def lanes(tenant: str, settings: Settings) -> list[tuple[str, int]]:
+    """(slot key prefix before the bucket, cap) of each cap a job's slots count against."""
+    found = [("res:", settings.max_concurrent_jobs)]
+    if settings.max_concurrent_per_tenant:
+        found.append((f"rest:{slot_part(tenant)}:", settings.max_concurrent_per_tenant))
+    return found
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+# -- holders ---------------------------------------------------------------------------------
+
+
+class Holders:
+    """The jobs slot records name, each read once per operation."""
+
+    def __init__(self, store: JobStore) -> None:
+        self.store = store
+        self._jobs: dict[str, Job | None] = {}
+
+    async def get(self, job_id: str) -> Job | None:
+        if not job_id:
+            return None
+        if job_id not in self._jobs:
+            self._jobs[job_id] = await self.store.get(job_id)
+        return self._jobs[job_id]
+
+
+def holds(holder: Job | None, record: Record) -> bool:
+    """Whether `record` (a slot) still belongs to `holder`: the job exists, is not final, and
+    has the joinAt (and meeting) the slot was taken for."""
+    if holder is None or holder.status.final:
+        return False
+    join = to_ms(holder.joinAt) if holder.joinAt is not None else None
+    if record.data.get("joinAt") != join:
+        return False
+    return record.data.get("meetingKey", holder.meetingKey) == holder.meetingKey
+
+
+def slot_data(job: Job) -> dict[str, Any]:
+    join = to_ms(job.joinAt) if job.joinAt is not None else None
+    return {"jobId": job.id, "tenant": job.tenant, "joinAt": join}
+
+
+async def release(store: JobStore, record: Record) -> None:
+    """Delete a stale slot unless it changed since it was read (then the caller looks again)."""
+    with contextlib.suppress(Conflict):
+        await store.delete_record(record.kind, record.key, record.version)
+
+
+async def live(store: JobStore, records: Sequence[Record], holders: Holders) -> list[Record]:
+    """The slots of `records` their jobs still hold; the others are released."""
+    jobs = await asyncio.gather(*(holders.get(r.data.get("jobId", "")) for r in records))
+    kept = []
+    for record, job in zip(records, jobs, strict=True):
+        if holds(job, record):
+            kept.append(record)
+        else:
+            await release(store, record)
+    return kept
+
+
+# -- taking slots ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Choice:
+    key: str
+    free: bool  # False: every slot of the bucket is held; `key` is one of them
+
+
+async def choose(
+    store: JobStore, prefix: str, cap: int, holders: Holders, spread: float = 0.0
+) -> Choice:
+    """A free slot under `prefix` (`res:{S}:`): the first free n from `spread` x cap on,
+    round; stale ones are released first when the bucket looks full."""
+    taken = await store.scan_records(KIND, prefix, cap + SCAN_EXTRA)
+    if len(taken) >= cap:
+        taken = await live(store, taken, holders)
+    if len(taken) >= cap:
+        return Choice(taken[0].key, False)
+    used = {record.key for record in taken}
+    first = int(spread * cap)
+    order = (f"{prefix}{(first + n) % cap}" for n in range(cap))
+    return Choice(next(key for key in order if key not in used), True)
+
+
+@dataclass(frozen=True)
+class Booking:
+    """What a job reserves: one slot record per bucket and cap; `full`: some bucket had none
+    free (its record then names a taken slot, so a create with it fails)."""
+
+    records: list[Record] = field(default_factory=list)
+    full: bool = False
+    window: tuple[float, float] | None = None
+
+
+async def book(
+    store: JobStore,
+    settings: Settings,
+    job: Job,
+    now: datetime,
+    holders: Holders,
+    spread: float = 0.0,
+) -> Booking:
+    """The slots `job` takes (none without joinAt), from a scan of each of its buckets: in each,
+    the first free n from `spread` (in [0, 1): a fraction of the cap) on. Submits that lost a
+    race for a slot retry with a random spread, so that they do not all want the same n again."""
+    span = window(job, settings, now)
+    if span is None:
+        return Booking()
+    wanted = [
+        (index, f"{prefix}{bucket_start(index, settings)}:", cap)
+        for index in buckets(*span, settings)
+        for prefix, cap in lanes(job.tenant, settings)
+    ]
+    choices = await asyncio.gather(
+        *(choose(store, prefix, cap, holders, spread) for _, prefix, cap in wanted)
+    )
+    data = slot_data(job)
+    records = [
+        Record(KIND, choice.key, data, due=bucket_start(index + 1, settings) * 1000)
+        for (index, _, _), choice in zip(wanted, choices, strict=True)
+    ]
+    return Booking(records, not all(choice.free for choice in choices), span)
+
+
+async def earliest_start(
+    store: JobStore, settings: Settings, job: Job, now: datetime, holders: Holders
+) -> datetime | None:
+    """The earliest joinAt after `job`'s whose whole window has a free slot in every bucket,
+    its window starting on a bucket boundary; None within SEARCH_BUCKETS buckets."""
+    span = window(job, settings, now)
+    if span is None or job.joinAt is None:
+        return None
+    lead = lead_of(job, settings)
+    run = span[1] - job.joinAt.timestamp()
+    free: dict[str, bool] = {}
+    first = bucket_of(span[0], settings) + 1
+    candidate = first
+    while candidate < first + SEARCH_BUCKETS:
+        begin = bucket_start(candidate, settings)
+        blocked = await _first_full(store, settings, job.tenant, begin, lead + run, free, holders)
+        if blocked is None:
+            return datetime.fromtimestamp(begin + lead, UTC)
+        candidate = blocked + 1
+    return None
+
+
+async def _first_full(
+    store: JobStore,
+    settings: Settings,
+    tenant: str,
+    begin: float,
+    length: float,
+    free: dict[str, bool],
+    holders: Holders,
+) -> int | None:
+    """The first bucket of [begin, begin + length) with no free slot, or None."""
+    for index in buckets(begin, begin + length, settings):
+        for prefix, cap in lanes(tenant, settings):
+            key = f"{prefix}{bucket_start(index, settings)}:"
+            if key not in free:
+                free[key] = (await choose(store, key, cap, holders)).free
+            if not free[key]:
+                return index
+    return None
+
+
+def sweep_due(store: object) -> bool:
+    """Whether this process should sweep `store`'s past slots now (every SWEEP_SECONDS)."""
+    state = store_state(store)
+    if time.monotonic() - state.swept < SWEEP_SECONDS:
+        return False
+    state.swept = time.monotonic()
+    return True
+
+
+async def sweep(store: JobStore, kind: str, now: datetime, holders: Holders | None) -> None:
+    """Delete up to SWEEP_LIMIT slot records of `kind` past their due time; with `holders`,
+    only those their job no longer holds."""
+    for record in await store.due_records(kind, to_ms(now), SWEEP_LIMIT):
+        if holders is None:
+            await release(store, record)
+        else:
+            await live(store, [record], holders)
