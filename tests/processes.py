@@ -7,6 +7,8 @@ import contextlib
 import os
 import socket
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,3 +42,21 @@ def clean_env() -> dict[str, str]:
     names = ("PORT", "HOST", "PLATFORM", "MAX_JOBS", "CONTAINER_IMAGE", "RECORDINGS_PATH")
     env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes) and k not in names}
     return {**env, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+
+
+def wait_healthy(
+    process: subprocess.Popen[bytes], healthy: Callable[[], bool], timeout: float
+) -> str | None:
+    """Poll `healthy()` (which may raise OSError-like errors while the server starts) until it
+    says yes: None; else why not (the process exited, or the time ran out)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return f"exited with {process.returncode}"
+        try:
+            if healthy():
+                return None
+        except Exception:  # not listening yet
+            pass
+        time.sleep(0.05)
+    return f"did not become healthy in {timeout}s"

@@ -7,6 +7,7 @@ the firestore store on a private Firestore emulator (tests/gcloud_env.py), likew
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -77,9 +78,17 @@ def _build(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> JobStor
 
 @pytest.fixture(params=STORES)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[JobStore]:
+    async with every_store(request, tmp_path) as built:
+        await built.open()  # open is idempotent
+        yield built
+
+
+@contextlib.asynccontextmanager
+async def every_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[JobStore]:
+    """The store `request.param` names (one of STORES), open for the block: what a `store`
+    fixture parametrised over STORES yields."""
     built = _build(request.param, request, tmp_path)
     await built.open()
-    await built.open()  # open is idempotent
     try:
         yield built
     finally:

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.processes import clean_env, free_port, terminate
+from tests.processes import clean_env, free_port, terminate, wait_healthy
 
 pytestmark = pytest.mark.e2e
 
@@ -72,17 +72,13 @@ class Server:
             self.proc = subprocess.Popen(
                 self.argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"server exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                if self.http.get("/health").status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        pytest.fail(f"server did not become healthy in {timeout}s:\n{self.log()}")
+        failed = wait_healthy(self.proc, self.healthy, timeout)
+        if failed:
+            pytest.fail(f"server {failed}:\n{self.log()}")
+        return self
+
+    def healthy(self) -> bool:
+        return self.http.get("/health").status_code == 200
 
     def close(self) -> None:
         if self.proc is not None:

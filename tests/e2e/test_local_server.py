@@ -21,7 +21,7 @@ import pytest
 
 from core.backends.process import _is_run
 from core.demo_bot import LABEL
-from tests.processes import clean_env, free_port
+from tests.processes import clean_env, free_port, wait_healthy
 
 pytestmark = pytest.mark.e2e
 
@@ -61,17 +61,13 @@ class Server:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"server exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                if self.http.get("/health").status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        pytest.fail(f"server did not become healthy in {timeout}s:\n{self.log()}")
+        failed = wait_healthy(self.proc, self.healthy, timeout)
+        if failed:
+            pytest.fail(f"server {failed}:\n{self.log()}")
+        return self
+
+    def healthy(self) -> bool:
+        return self.http.get("/health").status_code == 200
 
     def stop(self, timeout: float = 10.0) -> int | None:
         """SIGTERM, then SIGKILL if it does not end in time; returns its exit code."""

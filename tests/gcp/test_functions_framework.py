@@ -33,7 +33,7 @@ pytestmark = pytest.mark.e2e
 JOBS = "/api/scheduler/jobs"
 KEY = "gcf-test-key-0001"
 AUTH = {"Authorization": f"Bearer {KEY}"}
-MEETING = "https://meet.google.com/gcf-test-run"
+MEETING = "https://meet.example.com/gcf-test-run"  # no platform: jobs never share a bot
 FINAL = ("completed", "failed", "cancelled")
 WAIT = 30.0
 

@@ -13,31 +13,17 @@ import pytest
 
 from core.ports import JobStore
 from core.scheduler import Scheduler
-from tests.contract.conftest import STORES, _build
+from tests.contract.conftest import STORES, every_store
 from tests.fakes import FakeBackend
-from tests.unit.conftest import Clock, settings
+from tests.unit.conftest import Clock, backend, clock, settings
 
 MakeScheduler = Callable[..., Scheduler]
 
 
 @pytest.fixture(params=STORES)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[JobStore]:
-    built = _build(request.param, request, tmp_path)
-    await built.open()
-    try:
+    async with every_store(request, tmp_path) as built:
         yield built
-    finally:
-        await built.close()
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def backend() -> FakeBackend:
-    return FakeBackend()
 
 
 @pytest.fixture
@@ -50,3 +36,6 @@ def make_scheduler(store: JobStore, backend: FakeBackend, clock: Clock) -> MakeS
         return Scheduler(store, backend, config, owner="main", clock=clock)
 
     return make
+
+
+__all__ = ["backend", "clock"]  # the unit tests' fixtures, shared

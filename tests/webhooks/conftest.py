@@ -9,19 +9,15 @@ from pathlib import Path
 import pytest
 
 from core.ports import JobStore
-from tests.contract.conftest import STORES, _build
+from tests.contract.conftest import STORES, every_store
 from tests.processes import free_port
 from tests.webhooks.receiver import Receiver
 
 
 @pytest.fixture(params=STORES)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[JobStore]:
-    built = _build(request.param, request, tmp_path)
-    await built.open()
-    try:
+    async with every_store(request, tmp_path) as built:
         yield built
-    finally:
-        await built.close()
 
 
 def new_receiver(tmp_path: Path, name: str) -> Receiver:
