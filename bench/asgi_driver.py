@@ -17,7 +17,7 @@ def submit_body(hours_ahead: float = 24 * 365) -> bytes:
     join_at = datetime.now(UTC) + timedelta(hours=hours_ahead)
     return json.dumps(
         {
-            "meetingUrl": "https://meet.google.com/abc-defg-hij",
+            "meetingUrl": "https://meet.example.com/bench",  # no platform: never deduplicated
             "botName": "Bench Bot",
             "priority": 5,
             "joinAt": join_at.strftime("%Y-%m-%dT%H:%M:%SZ"),

@@ -21,7 +21,7 @@ from core.config import Settings
 from core.runtime import Runtime, build_store
 from core.scheduler import Scheduler
 
-BODY = json.dumps({"meetingUrl": "https://meet.google.com/abc-defg-hij"}).encode()
+BODY = json.dumps({"meetingUrl": "https://meet.example.com/bench"}).encode()  # never shared
 
 
 async def _serve(

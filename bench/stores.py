@@ -31,7 +31,7 @@ def due_job(n: int) -> Job:
     return Job(
         id=str(uuid.uuid4()),
         tenant="bench",
-        meetingUrl="https://meet.google.com/abc-defg-hij",
+        meetingUrl="https://meet.example.com/bench",
         priority=n % 10,
         createdAt=now + timedelta(microseconds=n),
         updatedAt=now,

@@ -37,7 +37,7 @@ EVENTS = 400
 CONCURRENCY = 16
 STORES = ("memory", "sqlite")
 GOALS = {"memory": 0.5, "sqlite": 0.4}  # of the floor's POSTs a second
-SPEC = JobSpec(meetingUrl="https://meet.google.com/abc-defg-hij")
+SPEC = JobSpec(meetingUrl="https://meet.example.com/bench")  # jobs never share a bot
 
 
 def settings() -> Settings:

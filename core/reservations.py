@@ -54,6 +54,8 @@ SEARCH_BUCKETS = 96  # how far ahead a refused submit looks for its earliest sta
 SCAN_EXTRA = 64  # slot records read beyond the cap per bucket (stale ones, a lowered cap)
 SWEEP_SECONDS = 60.0  # how often a process deletes the slot records of past buckets
 SWEEP_LIMIT = 16
+FULL_SECONDS = 2.0
+FULL_KEPT = 1024
 KEY_PART_MAX = 90  # a longer escaped part of a slot key is hashed
 
 
@@ -64,6 +66,9 @@ class StoreState:
 
     view: tuple[float, int, Any] | None = None  # (expires, first bucket, the view)
     swept: float = -math.inf
+    # buckets found full of live slots: prefix -> (until, a slot key); a submit into a busy
+    # window then reads nothing for FULL_SECONDS (a slot freed meanwhile is seen after it)
+    full: dict[str, tuple[float, str]] = field(default_factory=dict)
 
 
 _states: weakref.WeakKeyDictionary[Any, StoreState] = weakref.WeakKeyDictionary()
@@ -79,6 +84,11 @@ def store_state(store: object) -> StoreState:
 def forget(store: object) -> None:
     """Drop the process's view of `store`'s reservations (after it made one)."""
     store_state(store).view = None
+
+
+def freed(store: object) -> None:
+    """A job with reservations ended in this process: its buckets are no longer known full."""
+    store_state(store).full.clear()
 
 
 # -- time ------------------------------------------------------------------------------------
@@ -206,10 +216,17 @@ async def choose(
 ) -> Choice:
     """A free slot under `prefix` (`res:{S}:`): the first free n from `spread` x cap on,
     round; stale ones are released first when the bucket looks full."""
+    full = store_state(store).full
+    known = full.get(prefix)
+    if known is not None and known[0] > time.monotonic():
+        return Choice(known[1], False)
     taken = await store.scan_records(KIND, prefix, cap + SCAN_EXTRA)
     if len(taken) >= cap:
         taken = await live(store, taken, holders)
     if len(taken) >= cap:
+        if len(full) >= FULL_KEPT:
+            full.clear()
+        full[prefix] = (time.monotonic() + FULL_SECONDS, taken[0].key)
         return Choice(taken[0].key, False)
     used = {record.key for record in taken}
     first = int(spread * cap)

@@ -22,6 +22,7 @@ from core.faults import FAULTS
 from core.leads import MISSED, Leads, missed, start_by
 from core.models import DrainReport, ExecutionRef, Job, JobState
 from core.ports import Backend, JobStore
+from core.reservations import freed
 from core.webhooks.subscriptions import Subscriptions
 
 log = logging.getLogger("botsched.scheduler")
@@ -108,6 +109,8 @@ class Transitions:
         )
         if written is not None:
             self.events[state.value] += 1
+            if job.joinAt is not None:
+                freed(self.store)  # its reserved slots: free for this process's next submit
         return written is not None
 
     async def _retry(self, job: Job, now: datetime, error: str, report: DrainReport) -> None:
