@@ -12,13 +12,23 @@ from urllib.parse import urlsplit
 
 from bench.asgi_driver import SUBMIT_PATH, submit_body
 
-# wrk's Lua: POST the submit body; count answers; stop a thread after `limit` answers (0: run
-# for the duration); print the figures as one JSON line at the end.
+# wrk's Lua: POST the submit body, each with its own joinAt an hour after the one before (a
+# calendar of meetings, a year ahead: nothing starts, no window is ever full); count answers;
+# stop a thread after `limit` answers (0: run for the duration); print the figures as one JSON
+# line at the end.
 SCRIPT = """
 wrk.method = "POST"
-wrk.body = [==[{body}]==]
 wrk.headers["Content-Type"] = "application/json"
 {headers}
+local template = [==[{body}]==]
+local first = os.time() + 365 * 24 * 3600
+local sent = 0
+function request()
+  sent = sent + 1
+  local join_at = os.date("!%Y-%m-%dT%H:%M:%SZ", first + sent * 3600)
+  local body = (string.gsub(template, "JOIN_AT", join_at))
+  return wrk.format(nil, nil, nil, body)
+end
 local answered = 0
 function response(status, headers, body)
   answered = answered + 1
@@ -57,7 +67,8 @@ def wrk(
 ) -> Result:
     """One wrk run (one thread) of submits; fails when any answer was not a 2xx."""
     lines = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in (headers or {}).items())
-    script = SCRIPT.format(body=submit_body().decode(), headers=lines, limit=limit)
+    template = json.dumps({**json.loads(submit_body()), "joinAt": "JOIN_AT"})
+    script = SCRIPT.format(body=template, headers=lines, limit=limit)
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as file:
         file.write(script)
     try:

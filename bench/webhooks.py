@@ -31,7 +31,8 @@ from core.ports import JobStore
 from core.scheduler import Scheduler
 from core.stores.memory import MemoryStore
 from core.stores.sqlite import SqliteStore
-from tests.webhooks.receiver import ReceiverProcess, free_port
+from tests.processes import free_port
+from tests.webhooks.receiver import ReceiverProcess
 
 EVENTS = 400
 CONCURRENCY = 16
