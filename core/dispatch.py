@@ -90,8 +90,8 @@ class Dispatching(Transitions):
 
     async def _claim(self, now: datetime | None, report: DrainReport) -> list[Job]:
         """Move due jobs to provisioning, as many as the caps seem to allow."""
-        budget = await self._budget(self._now(now))
         moment = self._now(now)
+        budget = await self._budget(moment)
         until = moment + timedelta(seconds=self.settings.claim_ttl_seconds)
         extra = self.settings.dispatch_batch * bool(budget.per_tenant)
         claimed: list[Job] = []

@@ -133,11 +133,6 @@ def outbox(
     return new, records
 
 
-def summary(job: Job) -> dict[str, Any]:
-    """What an event says of its job: its state and why, not its whole config."""
-    return json.loads(summary_json(job))  # type: ignore[no-any-return]
-
-
 def summary_json(job: Job) -> str:
     """`summary` as JSON text, written by pydantic's serializer in one step."""
     text = job.model_dump_json(include=_SUMMARY_SET)

@@ -36,7 +36,7 @@ WEBHOOK = WEBHOOKS + "/{webhookId}"
 EXAMPLE_WEBHOOK_ID = "wh_5f2b0c1e9d8a4b7c6e5f4a3b2c1d0e9f"
 EXAMPLE_EVENT_ID = f"evt_{EXAMPLE_ID}_000003"
 # an attempt's key as core.webhooks.delivery.attempt_key makes it (newest first)
-EXAMPLE_ATTEMPT_CURSOR = f"{EXAMPLE_WEBHOOK_ID}:998106508060000:{EXAMPLE_EVENT_ID}:01"
+EXAMPLE_ATTEMPT_CURSOR = f"acme:{EXAMPLE_WEBHOOK_ID}:998106508060000:{EXAMPLE_EVENT_ID}:01"
 EXAMPLE_URL = "https://hooks.example.com/botsched"
 STRING_OR_NULL = ["string", "null"]
 TIME = {"format": "date-time"}

@@ -60,3 +60,17 @@ def wait_healthy(
             pass
         time.sleep(0.05)
     return f"did not become healthy in {timeout}s"
+
+
+def server_env(data_dir: Path, port: int, bot_command: str) -> dict[str, str]:
+    """A local server's environment for the end-to-end tests: loopback on `port`, its data in
+    `data_dir`, fast drains, `bot_command` for its bots."""
+    return {
+        **clean_env(),
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "SCHEDULER_DATA_DIR": str(data_dir),
+        "SCHEDULER_POLLING_INTERVAL": "200",
+        "BOT_COMMAND": bot_command,
+        "BOT_STOP_GRACE_SECONDS": "5",
+    }

@@ -70,10 +70,18 @@ class DeliveryReport(BaseModel):
     waiting: int = 0
 
 
-def attempt_key(endpoint_id: str, moment_ms: int, delivery_key: str, attempt: int) -> str:
+def attempts_prefix(tenant: str, endpoint_id: str) -> str:
+    """The key prefix of the tenant's attempts to an endpoint (wh_jobs is every tenant's id)."""
+    return f"{endpoint_key(tenant, endpoint_id)}:"
+
+
+def attempt_key(
+    tenant: str, endpoint_id: str, moment_ms: int, delivery_key: str, attempt: int
+) -> str:
     """Newest first within the endpoint: the time counts down."""
     event = delivery_key.split(":", 1)[1]
-    return f"{endpoint_id}:{MS_LIMIT - moment_ms:015d}:{event}:{attempt:02d}"
+    prefix = attempts_prefix(tenant, endpoint_id)
+    return f"{prefix}{MS_LIMIT - moment_ms:015d}:{event}:{attempt:02d}"
 
 
 class Deliverer:
@@ -276,19 +284,19 @@ class Deliverer:
             return {"error": f"not sent: {type(exc).__name__}: {exc}"[:300]}
 
     async def _log(self, delivery: Record, attempt: int, outcome: dict[str, Any]) -> None:
-        now = self.clock()
+        now, sent = self.clock(), delivery.data
         data = {
             "deliveryId": delivery.key,
-            "eventId": delivery.data["eventId"],
-            "jobId": delivery.data["jobId"],
-            "type": delivery.data["type"],
+            "eventId": sent["eventId"],
+            "jobId": sent["jobId"],
+            "type": sent["type"],
             "attempt": attempt,
             "at": now.isoformat().replace("+00:00", "Z"),
             "status": outcome.get("status"),
             "latencyMs": outcome.get("latencyMs"),
             "error": outcome.get("error"),
         }
-        key = attempt_key(delivery.data["endpointId"], to_ms(now), delivery.key, attempt)
+        key = attempt_key(sent["tenant"], sent["endpointId"], to_ms(now), delivery.key, attempt)
         await self._quietly(Record(ATTEMPT, key, data), None)
 
     async def _settle(

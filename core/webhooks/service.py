@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -12,11 +12,10 @@ from core.errors import Conflict, NotFound, ValidationFailed
 from core.events import EVENT, events_prefix, timeline
 from core.ports import JobStore
 from core.records import KEY_CHARS, Record
-from core.webhooks.delivery import ATTEMPT, DELIVERY, Deliverer
-from core.webhooks.endpoints import JOB_URLS, Endpoints
+from core.webhooks.delivery import ATTEMPT, DELIVERY, Deliverer, attempts_prefix
+from core.webhooks.endpoints import Endpoints
 
 MAX_EVENTS = 1000
-SCAN_ROUNDS = 10  # pages of attempts a listing reads, at most, to fill one of its own
 CURSOR = re.compile(rf"[{KEY_CHARS}]{{1,200}}")
 
 
@@ -33,50 +32,22 @@ class Webhooks(Endpoints):
         self.deliverer = deliverer
 
     async def events(self, job_id: str) -> list[dict[str, Any]]:
-        """A job's events in order (the caller has checked the job is the tenant's). The
-        prefix `evt_{job}_` also holds the events of a job whose id is this one's and more
-        (`{job}_x`): those are not this job's."""
-        found = await self.store.scan_records(EVENT, events_prefix(job_id), MAX_EVENTS)
-        return timeline([record for record in found if record.data.get("jobId") == job_id])
+        """A job's events in order (the caller has checked the job is the tenant's)."""
+        return timeline(await self.store.scan_records(EVENT, events_prefix(job_id), MAX_EVENTS))
 
     async def attempts(
         self, tenant: str, endpoint_id: str, limit: int, cursor: str | None
     ) -> tuple[list[dict[str, Any]], str | None]:
-        """The endpoint's delivery attempts, newest first, paged by the last key seen. The
-        attempts of wh_jobs (one id for every tenant) are the tenant's jobs' only: a page may
-        then hold fewer than `limit`, with a cursor for the rest."""
+        """The tenant's delivery attempts to the endpoint, newest first, paged by the last key
+        seen."""
         await self.get(tenant, endpoint_id)
-        prefix = f"{endpoint_id}:"
+        prefix = attempts_prefix(tenant, endpoint_id)
         if cursor is not None and not (CURSOR.fullmatch(cursor) and cursor.startswith(prefix)):
             raise ValidationFailed("cursor: not one this endpoint's listing gave")
-        shown = self._tenants_jobs(tenant) if endpoint_id == JOB_URLS else None
-        page: list[Record] = []
-        after = cursor
-        for _ in range(SCAN_ROUNDS):
-            found = await self.store.scan_records(ATTEMPT, prefix, limit + 1, after)
-            for record in found:
-                if shown is not None and not await shown(record.data["jobId"]):
-                    after = record.key
-                    continue
-                if len(page) == limit:
-                    return [r.data for r in page], after
-                page.append(record)
-                after = record.key
-            if len(found) <= limit:
-                return [r.data for r in page], None
-        return [r.data for r in page], after
-
-    def _tenants_jobs(self, tenant: str) -> Callable[[str], Awaitable[bool]]:
-        """Whether a job is the tenant's, asking the store once per job."""
-        known: dict[str, bool] = {}
-
-        async def mine(job_id: str) -> bool:
-            if job_id not in known:
-                job = await self.store.get(job_id)
-                known[job_id] = job is not None and job.tenant == tenant
-            return known[job_id]
-
-        return mine
+        found = await self.store.scan_records(ATTEMPT, prefix, limit + 1, cursor)
+        page = found[:limit]
+        more = page[-1].key if len(found) > limit else None
+        return [record.data for record in page], more
 
     async def replay(self, tenant: str, endpoint_id: str, event_id: str) -> dict[str, Any]:
         """Send the event to the endpoint again, with its id, as a fresh set of attempts."""

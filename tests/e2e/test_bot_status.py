@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.processes import clean_env, free_port, terminate, wait_healthy
+from tests.processes import clean_env, free_port, server_env, terminate, wait_healthy
 
 pytestmark = pytest.mark.e2e
 
@@ -52,16 +52,7 @@ class Server:
         keep = f'printenv BOT_CONFIG > "{self.configs}/$JOB_ID.json"; exec "$@"'
         demo = [sys.executable, "-m", "core.demo_bot"]
         bot = ["env", f"DEMO_BOT_SECONDS={bot_seconds}", "sh", "-c", keep, "sh", *demo]
-        self.env = {
-            **clean_env(),
-            "HOST": "127.0.0.1",
-            "PORT": str(self.port),
-            "SCHEDULER_DATA_DIR": str(data_dir),
-            "SCHEDULER_POLLING_INTERVAL": "200",
-            "BOT_COMMAND": shlex.join(bot),
-            "BOT_STOP_GRACE_SECONDS": "5",
-            **env,
-        }
+        self.env = {**server_env(data_dir, self.port, shlex.join(bot)), **env}
         self.argv = [sys.executable, "-m", "core.cli", "serve", *argv]
         self.log_path = data_dir / "server.log"
         self.http = httpx.Client(base_url=self.url, timeout=10)

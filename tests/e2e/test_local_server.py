@@ -21,7 +21,7 @@ import pytest
 
 from core.backends.process import _is_run
 from core.demo_bot import LABEL
-from tests.processes import clean_env, free_port, wait_healthy
+from tests.processes import clean_env, free_port, server_env, wait_healthy
 
 pytestmark = pytest.mark.e2e
 
@@ -39,15 +39,7 @@ class Server:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         bot = ["env", f"DEMO_BOT_SECONDS={bot_seconds}", sys.executable, "-m", "core.demo_bot"]
-        self.env = {
-            **clean_env(),
-            "HOST": "127.0.0.1",
-            "PORT": str(self.port),
-            "SCHEDULER_DATA_DIR": str(data_dir),
-            "SCHEDULER_POLLING_INTERVAL": "200",
-            "BOT_COMMAND": shlex.join(bot),
-            "BOT_STOP_GRACE_SECONDS": "5",
-        }
+        self.env = server_env(data_dir, self.port, shlex.join(bot))
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir / "server.log"
         self.http = httpx.Client(base_url=self.url, timeout=10)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import socket
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ import pytest
 
 from core import cli
 from core.config import Settings
+from tests.unit.cli_fake import Handler, fake_server
 
 ENV_VARS = (
     "BOTSCHED_URL",
@@ -46,33 +47,6 @@ def closed_url() -> str:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"http://127.0.0.1:{port}"
-
-
-Handler = Callable[[httpx.Request], httpx.Response]
-
-
-@pytest.fixture
-def fake_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Handler], list[Any]]]:
-    """Point the CLI's client at a handler; returns the list of requests it got."""
-
-    def install(handler: Handler) -> list[httpx.Request]:
-        seen: list[httpx.Request] = []
-
-        def record(request: httpx.Request) -> httpx.Response:
-            seen.append(request)
-            return handler(request)
-
-        def client(args: Any) -> cli.Client:
-            made = cli.Client(args.url, args.api_key)
-            made.http = httpx.Client(
-                base_url=made.url, headers=made.http.headers, transport=httpx.MockTransport(record)
-            )
-            return made
-
-        monkeypatch.setattr(cli, "client", client)
-        return seen
-
-    yield install
 
 
 # -- parsing -------------------------------------------------------------------------------
@@ -448,3 +422,6 @@ def test_submit_sends_its_webhook_url(
     cli.main(["submit", "--meeting-url", "https://m/x", "--webhook-url", job["webhookUrl"]])
     assert json.loads(seen[0].content)["webhookUrl"] == "https://hooks.example.com/j"
     assert json.loads(capsys.readouterr().out) == job
+
+
+__all__ = ["fake_server"]  # the fixture (tests/unit/cli_fake.py)

@@ -12,9 +12,9 @@ import httpx
 import pytest
 
 from core import cli
+from tests.unit.cli_fake import Handler, fake_server
 
 ENV_VARS = ("BOTSCHED_URL", "BOTSCHED_API_KEY", "PORT")
-Handler = Callable[[httpx.Request], httpx.Response]
 Install = Callable[[Handler], list[httpx.Request]]
 
 
@@ -23,28 +23,6 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ENV_VARS:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr("core.cli.time.sleep", lambda seconds: None)
-
-
-@pytest.fixture
-def fake_server(monkeypatch: pytest.MonkeyPatch) -> Install:
-    """Point the CLI at a handler; returns the list of requests it got."""
-
-    def install(handler: Handler) -> list[httpx.Request]:
-        seen: list[httpx.Request] = []
-
-        def record(request: httpx.Request) -> httpx.Response:
-            seen.append(request)
-            return handler(request)
-
-        def client(args: Any) -> cli.Client:
-            made = cli.Client(args.url, args.api_key)
-            made.http = httpx.Client(base_url=made.url, transport=httpx.MockTransport(record))
-            return made
-
-        monkeypatch.setattr(cli, "client", client)
-        return seen
-
-    return install
 
 
 def job(status: str, **fields: Any) -> dict[str, Any]:
@@ -203,3 +181,6 @@ def test_put_by_key_needs_a_meeting_or_cancel(fake_server: Install) -> None:
     with pytest.raises(SystemExit) as exited:
         cli.main(["put-by-key", "k1"])
     assert exited.value.code == 2 and not seen
+
+
+__all__ = ["fake_server"]  # the fixture, shared with tests/unit/test_cli.py

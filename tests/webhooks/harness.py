@@ -135,9 +135,10 @@ class Rig:
         return record
 
     async def attempts(self, endpoint_id: str) -> list[Entry]:
-        """The endpoint's attempt log, oldest first."""
-        found = await self.store.scan_records(ATTEMPT, f"{endpoint_id}:", 1000)
-        return sorted((record.data for record in found), key=lambda a: (a["at"], a["attempt"]))
+        """The endpoint's attempt log, oldest first (every tenant's)."""
+        found = await self.store.scan_records(ATTEMPT, "", 5000)
+        mine = [r.data for r in found if r.data["deliveryId"].startswith(f"{endpoint_id}:")]
+        return sorted(mine, key=lambda a: (a["at"], a["attempt"]))
 
 
 @contextlib.asynccontextmanager
