@@ -1,5 +1,6 @@
 # The scheduler's image: `botsched serve` on port 8080, as an unprivileged user (uid 10001), its
-# SQLite file and run data in /data (mount a volume there).
+# SQLite file and run data in /data (mount a volume there), or its jobs in PostgreSQL
+# (SCHEDULER_STORE=postgres, DATABASE_URL; `botsched migrate` from the same image).
 #
 #   podman build -t bot-scheduler:0.1.0 .        # or: docker build
 #
@@ -13,9 +14,10 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY core ./core
 COPY handlers ./handlers
-# the app and the kubernetes extra (PyYAML, for a YAML kubeconfig) into a virtualenv
+# the app and its extras for the cluster into a virtualenv: kubernetes (PyYAML, for a YAML
+# kubeconfig) and postgres (psycopg with its C build, and its pool: the store of several replicas)
 RUN python -m venv /opt/botsched \
-    && /opt/botsched/bin/pip install --no-cache-dir ".[kubernetes]"
+    && /opt/botsched/bin/pip install --no-cache-dir ".[kubernetes,postgres]"
 
 FROM ${PYTHON_IMAGE}
 RUN groupadd --system --gid 10001 botsched \

@@ -1,14 +1,14 @@
-# Every target installs what it needs into ./.venv first. `make test` also installs Podman and
-# Chromium with its driver (from Debian packages, when missing), Azurite (npm, into ./.azurite),
-# Pyodide with the Worker's wheels (npm and PyPI, into ./.pyodide) and wrangler with tsc (npm, into
-# infra/cloudflare/node_modules, plus a Node 22 into ./.cloudflare if needed) for the tests on real
-# parts.
+# Every target installs what it needs into ./.venv first. `make test` also installs Podman,
+# Chromium with its driver and the PostgreSQL server (from Debian packages, when missing), Azurite
+# (npm, into ./.azurite), Pyodide with the Worker's wheels (npm and PyPI, into ./.pyodide) and
+# wrangler with tsc (npm, into infra/cloudflare/node_modules, plus a Node 22 into ./.cloudflare if
+# needed) for the tests on real parts.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 # the cloud extras too: their stores, backends and handlers are tested (and type-checked) here
-EXTRAS := dev,aws,azure,gcp,kubernetes
+EXTRAS := dev,aws,azure,gcp,kubernetes,postgres
 AZURITE_DIR := .azurite
 AZURITE_STAMP := $(AZURITE_DIR)/.installed-stamp
 
@@ -53,6 +53,7 @@ cloudflare-build:
 test: setup azurite pyodide cloudflare
 	bash scripts/podman-test-env.sh install
 	bash scripts/browser-test-env.sh install
+	bash scripts/postgres-test-env.sh install
 	$(BIN)/python -m pytest -q
 
 lint: setup

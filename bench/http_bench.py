@@ -41,22 +41,28 @@ def throughput(rounds: int, seconds: float) -> tuple[dict[str, Sample], dict[str
     """req/s of each contender, run after run in turn (floor, ours, floor, ours, ...), and the
     RSS in MiB of each idle server after its first submit."""
     with tempfile.TemporaryDirectory() as tmp:
-        entries = contenders(Path(tmp))
-        started = [servers.start(entry.name, entry.app, entry.env) for entry in entries]
-        try:
-            rss = {}
+        return measure(contenders(Path(tmp)), rounds, seconds)
+
+
+def measure(
+    entries: list[Contender], rounds: int, seconds: float
+) -> tuple[dict[str, Sample], dict[str, float]]:
+    """What `throughput` measures, for these contenders (bench/postgres.py adds its own)."""
+    started = [servers.start(entry.name, entry.app, entry.env) for entry in entries]
+    try:
+        rss = {}
+        for entry, server in zip(entries, started, strict=True):
+            load.fill(server.url, 1, entry.headers)
+            rss[entry.name] = server.rss_mib()
+            load.throughput(server.url, 1.0, entry.headers)  # warm up
+        rates = {entry.name: Sample() for entry in entries}
+        for _ in range(rounds):
             for entry, server in zip(entries, started, strict=True):
-                load.fill(server.url, 1, entry.headers)
-                rss[entry.name] = server.rss_mib()
-                load.throughput(server.url, 1.0, entry.headers)  # warm up
-            rates = {entry.name: Sample() for entry in entries}
-            for _ in range(rounds):
-                for entry, server in zip(entries, started, strict=True):
-                    rates[entry.name].add(load.throughput(server.url, seconds, entry.headers))
-            return rates, rss
-        finally:
-            for server in started:
-                server.stop()
+                rates[entry.name].add(load.throughput(server.url, seconds, entry.headers))
+        return rates, rss
+    finally:
+        for server in started:
+            server.stop()
 
 
 def queue_latency(store: str, small: int, big: int, rounds: int) -> tuple[Sample, Sample]:

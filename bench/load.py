@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import http.client
+import itertools
 import json
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -13,7 +15,8 @@ from urllib.parse import urlsplit
 from bench.asgi_driver import SUBMIT_PATH, submit_body
 
 # wrk's Lua: POST the submit body, each with its own joinAt an hour after the one before (a
-# calendar of meetings, a year ahead: nothing starts, no window is ever full); count answers;
+# calendar of meetings, a year ahead and on from where the last run's calendar ended: nothing
+# starts, no window is ever full however many runs one server takes); count answers;
 # stop a thread after `limit` answers (0: run for the duration); print the figures as one JSON
 # line at the end.
 SCRIPT = """
@@ -21,7 +24,7 @@ wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 {headers}
 local template = [==[{body}]==]
-local first = os.time() + 365 * 24 * 3600
+local first = {first}
 local sent = 0
 function request()
   sent = sent + 1
@@ -43,6 +46,11 @@ function done(summary, latency, requests)
     latency:percentile(50), latency:percentile(95)))
 end
 """
+
+
+CALENDAR_START = int(time.time()) + 365 * 24 * 3600
+RUN_HOURS = 200_000  # hours of calendar a run may use (~23 years), more than any run submits
+_runs = itertools.count()
 
 
 @dataclass
@@ -68,7 +76,8 @@ def wrk(
     """One wrk run (one thread) of submits; fails when any answer was not a 2xx."""
     lines = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in (headers or {}).items())
     template = json.dumps({**json.loads(submit_body()), "joinAt": "JOIN_AT"})
-    script = SCRIPT.format(body=template, headers=lines, limit=limit)
+    first = CALENDAR_START + next(_runs) * RUN_HOURS * 3600
+    script = SCRIPT.format(body=template, headers=lines, limit=limit, first=first)
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as file:
         file.write(script)
     try:

@@ -177,7 +177,8 @@ async def simulate(
             spec = JobSpec(meetingUrl=url(len(jobs)), joinAt=plan.pop(0)[1])
             job, _ = await scheduler.submit("bench", spec)
             jobs.append(job)
-            heapq.heappush(wakes, tick(max(job.notBefore, moment), step))  # when it is due
+            for wake in due_ticks(job, moment, step, config):
+                heapq.heappush(wakes, wake)
         if not wakes or wakes[0] > moment:
             continue  # nothing due nor ending at this tick: the timer's drain finds nothing
         while wakes and wakes[0] <= moment:
@@ -187,6 +188,16 @@ async def simulate(
             ending.add(job_id)
             heapq.heappush(wakes, tick(backend.ends[job_id], END_POLL))
     return await summary(scheduler, jobs)
+
+
+def due_ticks(job: Job, moment: datetime, step: float, config: Settings) -> list[datetime]:
+    """The ticks at which `job` may become ready: its notBefore, and before it every tick from
+    joinAt less the largest lead (a lead learned later starts it earlier than its notBefore)."""
+    due = tick(max(job.notBefore, moment), step)
+    assert job.joinAt is not None
+    first = tick(max(job.joinAt - timedelta(seconds=config.join_lead_max_seconds), moment), step)
+    count = max(int((due - first).total_seconds() // step), 0)
+    return [first + timedelta(seconds=step * n) for n in range(count)] + [due]
 
 
 def url(n: int) -> str:

@@ -23,13 +23,14 @@ from core.config import Settings
 
 async def profile(store: str, submits: int, data_dir: Path) -> cProfile.Profile:
     app = create_app(Settings(store=store, data_dir=data_dir))
-    body = submit_body()
+    # a calendar, as `make bench` submits: each joinAt an hour after the one before
+    bodies = [submit_body(24 * 365 + hour) for hour in range(100 + submits)]
     async with app.router.lifespan_context(app):
-        for _ in range(100):  # warm: the store opened, the validators built
+        for body in bodies[:100]:  # warm: the store opened, the validators built
             await request(app, "POST", SUBMIT_PATH, body)
         profiler = cProfile.Profile()
         profiler.enable()
-        for _ in range(submits):
+        for body in bodies[100:]:
             status, answer = await request(app, "POST", SUBMIT_PATH, body)
             assert status == 201, answer
         profiler.disable()

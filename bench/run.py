@@ -4,8 +4,9 @@ header says both); compare the ratios, each a median of interleaved runs.
 
     .venv/bin/python bench/run.py [--rounds 5] [--seconds 3]
 
-Needs wrk (scripts/bench-env.sh installs Debian's), Azurite and the Google Cloud CLI's Firestore
-emulator (as `make test` does); a row whose tool is missing says so instead of a figure.
+Needs wrk (scripts/bench-env.sh installs Debian's), Azurite, the Google Cloud CLI's Firestore
+emulator and the PostgreSQL server (as `make test` does); a row whose tool is missing says so
+instead of a figure. `--only postgres` runs the PostgreSQL rows alone (bench/postgres.py).
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import cold, http_bench, latency, ontime, stores, webhooks
+from bench import cold, http_bench, latency, ontime, postgres, stores, webhooks
 from bench.table import Row, Sample, at_least, at_most, ratio_of, render
 
 QUEUE_SMALL, QUEUE_BIG = 100, 4_000
 DUE_BIG = 10_000
 DRAIN_JOBS = 200
+PARTS = ("http", "queue", "cold", "stores", "postgres", "start", "webhooks", "ontime")
 COLD_TARGETS: list[tuple[str, str | None, str]] = [
     ("core.api", None, "cold `import core.api`"),
     (
@@ -211,17 +213,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=5, help="interleaved runs per figure")
     parser.add_argument("--seconds", type=float, default=3.0, help="length of a wrk run")
+    parser.add_argument(
+        "--only",
+        default=",".join(PARTS),
+        help=f"the parts to run, comma-separated (default all: {','.join(PARTS)})",
+    )
     args = parser.parse_args()
+    wanted = [part.strip() for part in args.only.split(",") if part.strip()]
+    unknown = [part for part in wanted if part not in PARTS]
+    if unknown:
+        parser.error(f"--only: unknown part {unknown[0]!r}; choose from {', '.join(PARTS)}")
     before = header()  # the load of everything else: the benchmark loads both cores itself
     print(before, file=sys.stderr)
     with tempfile.TemporaryDirectory() as tmp:
-        rows = http_rows(args.rounds, args.seconds)
-        rows += queue_rows(max(3, args.rounds // 2))
-        rows += cold_rows(args.rounds + 2)
-        rows += store_rows(Path(tmp))
-        rows += start_rows(Path(tmp))
-        rows += webhooks.rows(args.rounds)
-        rows += ontime.rows()  # simulated time: the same figures on any machine
+        parts: dict[str, Callable[[], list[Row]]] = {
+            "http": lambda: http_rows(args.rounds, args.seconds),
+            "queue": lambda: queue_rows(max(3, args.rounds // 2)),
+            "cold": lambda: cold_rows(args.rounds + 2),
+            "stores": lambda: store_rows(Path(tmp)),
+            "postgres": lambda: guarded(
+                "PostgreSQL", lambda: postgres.rows(args.rounds, args.seconds)
+            ),
+            "start": lambda: start_rows(Path(tmp)),
+            "webhooks": lambda: webhooks.rows(args.rounds),
+            "ontime": ontime.rows,  # simulated time: the same figures on any machine
+        }
+        rows = [row for part in PARTS if part in wanted for row in parts[part]()]
     print(f"\n{before} before the run\n")
     print(render(rows))
 

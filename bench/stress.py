@@ -3,8 +3,9 @@
 For each store, ≥1000 jobs through several `botsched serve` and `botsched drain` processes with
 fault injection, clock skew and external SIGKILLs (tests/stress/harness.py), then one table of
 what the bots saw: duplicates, lost jobs, orphan bots, the most bots alive at once against the
-caps. Azurite and the Firestore emulator are started here; a store whose emulator cannot start
-is skipped with the reason. Exits 1 when a promise was broken, so `make stress` fails then.
+caps. Azurite, the Firestore emulator and a private PostgreSQL server (with a fresh database)
+are started here; a store whose emulator or server cannot start is skipped with the reason.
+Exits 1 when a promise was broken, so `make stress` fails then.
 
     .venv/bin/python bench/stress.py [--store sqlite] [--jobs 1000] [--processes 8] [--seed 1]
 """
@@ -26,10 +27,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.azurite_env import AzuriteUnavailable, start_azurite
 from tests.gcloud_env import EmulatorUnavailable, start_firestore
+from tests.postgres_env import PostgresUnavailable, start_postgres
 from tests.stress.client import Progress
-from tests.stress.harness import STORES, Result, Scenario, azure_table_env, firestore_env, run
+from tests.stress.harness import (
+    STORES,
+    Result,
+    Scenario,
+    azure_table_env,
+    firestore_env,
+    postgres_env,
+    run,
+)
 
-DEFAULT_STORES = ("sqlite", "azure_table", "firestore")
+DEFAULT_STORES = ("sqlite", "azure_table", "firestore", "postgres")
 FAULTS = "after_claim=0.05,after_start=0.05,after_running=0.05,during_stop=0.3"
 PROGRESS_EVERY = 5.0
 
@@ -77,6 +87,9 @@ def store_settings(store: str, tmp: Path) -> Iterator[dict[str, str]]:
     elif store == "firestore":
         with _firestore(tmp) as (host, project):
             yield firestore_env(host, project)
+    elif store == "postgres":
+        with _postgres() as url:
+            yield postgres_env(url)
     else:
         raise Skip(f"unknown store {store!r}")
 
@@ -107,6 +120,19 @@ def _firestore(tmp: Path) -> Iterator[tuple[str, str]]:
         yield emulator.host, emulator.project
     finally:
         emulator.stop()
+
+
+@contextlib.contextmanager
+def _postgres() -> Iterator[str]:
+    """A private server (tests/postgres_env.py) and a fresh database on it, for the run."""
+    try:
+        env = start_postgres()
+    except (PostgresUnavailable, RuntimeError) as exc:
+        raise Skip(str(exc)) from None
+    try:
+        yield env.fresh_database()
+    finally:
+        env.stop()
 
 
 def _installed(module: str) -> bool:

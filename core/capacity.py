@@ -32,13 +32,15 @@ import time
 import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from core.config import Settings
 from core.errors import SchedulerError
 from core.models import Job, JobSpec, JobState, to_ms
 from core.ports import JobStore
+from core.reservations import bucket_of, bucket_start
+from core.reserved_budget import Budget, reserved_budget
 
 POSITION_LIMIT = 1000  # the most queued jobs read to place one job
 FIRST_WINDOW = 32
@@ -119,6 +121,7 @@ async def check_capacity(store: JobStore, settings: Settings, job: Job, now: dat
         return
     found = await estimate(store, settings, job, now)
     if found.start <= now:
+        await _check_reserved(store, settings, job, now, found.position)
         return
     wait = _seconds(found.start - now)
     cap, per_tenant = settings.max_concurrent_jobs, settings.max_concurrent_per_tenant
@@ -131,6 +134,28 @@ async def check_capacity(store: JobStore, settings: Settings, job: Job, now: dat
         f"(in {wait}s). Retry then, or submit with onCapacity: queue",
         wait,
         found.start,
+    )
+
+
+async def _check_reserved(
+    store: JobStore, settings: Settings, job: Job, now: datetime, ahead: int
+) -> None:
+    """Raise AtCapacity when the slot free now is one that reservations of scheduled jobs need
+    within the new job's expected run: the dispatcher would leave the job queued
+    (core/reserved_budget.py). It may start when the current reservation bucket ends."""
+    active = await store.active()
+    budget = await reserved_budget(store, settings, Budget(settings, active), active, now)
+    budget.base.free -= ahead  # the jobs ahead of it take their slots first
+    if budget.fits(job.tenant, job):
+        return
+    end = bucket_start(bucket_of(now.timestamp(), settings) + 1, settings)
+    start = datetime.fromtimestamp(end, UTC)
+    wait = _seconds(start - now)
+    raise AtCapacity(
+        "at capacity: the free slots are reserved for scheduled meetings within this job's "
+        f"expected run; retry at {iso(start)} (in {wait}s), or submit with onCapacity: queue",
+        wait,
+        start,
     )
 
 

@@ -86,7 +86,7 @@ def cmd_drain(args: argparse.Namespace) -> None:
 
 
 async def _drain(settings: Settings, once: bool) -> None:
-    from core.loops import deliver_forever
+    from core.loops import deliver_forever, drain_forever
     from core.runtime import Runtime
 
     runtime = Runtime(settings)
@@ -97,10 +97,8 @@ async def _drain(settings: Settings, once: bool) -> None:
             return
         # the webhook deliveries beside the drains, as `serve` runs them: neither waits
         delivering = asyncio.create_task(deliver_forever(scheduler, settings.polling_interval))
-        try:
-            while True:
-                _print_report(await scheduler.drain_once())
-                await asyncio.sleep(settings.polling_interval)
+        try:  # as `serve`'s drain loop: a failed drain is logged, never fatal
+            await drain_forever(scheduler, settings.polling_interval, _print_report)
         finally:
             delivering.cancel()
     finally:
@@ -365,9 +363,10 @@ def parser() -> argparse.ArgumentParser:
     listing.add_argument("--limit", type=int, default=50)
     listing.set_defaults(run=cmd_list)
     sub.add_parser("stats", help="queue and run counts").set_defaults(run=cmd_stats)
-    from core import cli_webhooks
+    from core import cli_migrate, cli_webhooks
 
     cli_webhooks.add_parsers(sub)
+    cli_migrate.add_parser(sub)
     return main
 
 

@@ -29,6 +29,9 @@ _VARIABLES: dict[str, tuple[str, tuple[str, ...]]] = {
     "SCHEDULER_DATA_DIR": ("data_dir", ()),
     "SCHEDULER_SQLITE_PATH": ("sqlite_path", ()),
     "SCHEDULER_SQLITE_SYNCHRONOUS": ("sqlite_synchronous", ()),
+    "DATABASE_URL": ("database_url", ()),
+    "SCHEDULER_POSTGRES_POOL_SIZE": ("postgres_pool_size", ()),
+    "SCHEDULER_POSTGRES_MIGRATE": ("postgres_migrate", ()),
     "SCHEDULER_MAX_CONCURRENT_JOBS": ("max_concurrent_jobs", ("MAX_JOBS",)),
     "SCHEDULER_MAX_CONCURRENT_PER_TENANT": ("max_concurrent_per_tenant", ()),
     "SCHEDULER_POLLING_INTERVAL": ("polling_interval_ms", ()),
@@ -98,8 +101,9 @@ DEFAULT_TENANT = "default"
 MIN_KEY_CHARS = 8
 # requests per second per API key when the server is exposed and no rate is set
 EXPOSED_RATE_LIMIT = 20.0
-# Serverless packages are read-only: only /tmp takes the SQLite file and run data there.
-SERVERLESS_DEFAULTS = {"SCHEDULER_DATA_DIR": "/tmp/botsched"}
+# Serverless packages are read-only: only /tmp takes the SQLite file and run data there. A
+# serverless instance opens its store on a request: no migration runs there.
+SERVERLESS_DEFAULTS = {"SCHEDULER_DATA_DIR": "/tmp/botsched", "SCHEDULER_POSTGRES_MIGRATE": "off"}
 
 
 class Settings(BaseModel):
@@ -114,6 +118,11 @@ class Settings(BaseModel):
     # `normal`: a commit survives the process being killed, not always a power cut; `full`:
     # every commit is synced to disk (core/stores/sqlite_connections.py)
     sqlite_synchronous: Literal["normal", "full"] = "normal"
+    # the postgres store: a libpq URL (its password never shown), connections per process, and
+    # whether opening the store applies missing migrations (`auto`) or only checks (`off`)
+    database_url: str | None = Field(default=None, repr=False)
+    postgres_pool_size: int = Field(default=10, ge=1, le=1000)
+    postgres_migrate: Literal["auto", "off"] = "auto"
     max_concurrent_jobs: int = Field(default=10, ge=1)
     max_concurrent_per_tenant: int = Field(default=0, ge=0)
     polling_interval_ms: int = Field(default=5000, ge=50)
@@ -196,7 +205,7 @@ class Settings(BaseModel):
     k8s_ttl_seconds_after_finished: int = Field(default=3600, ge=0)
     k8s_service_account: str | None = None
 
-    @field_validator("sqlite_synchronous", mode="before")
+    @field_validator("sqlite_synchronous", "postgres_migrate", mode="before")
     @classmethod
     def _lowercase(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value

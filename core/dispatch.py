@@ -15,16 +15,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 
-from core.config import Settings
 from core.errors import BackendError, Conflict, StartRefused
 from core.faults import FAULTS
-from core.leads import missed
+from core.leads import missed, read_ahead, ready
 from core.models import DrainReport, ExecutionRef, Job, JobState
-from core.reserved_budget import ReservedBudget, reserved_budget
+from core.reserved_budget import Budget, ReservedBudget, reserved_budget
 from core.transitions import Transitions
 from core.webhooks.bot_status import new_token, token_hash, wants_callback, with_callback
 
@@ -32,25 +30,6 @@ log = logging.getLogger("botsched.scheduler")
 
 DISPATCH_LEASE = "dispatch"
 CLAIM_SCAN_LIMIT = 1024  # most queued rows one dispatch reads to find jobs it may start
-
-
-class Budget:
-    """Free slots under the global and the per-tenant cap, given the jobs that hold slots."""
-
-    def __init__(self, settings: Settings, holders: Iterable[Job]) -> None:
-        load = Counter(job.tenant for job in holders)
-        self.free = settings.max_concurrent_jobs - sum(load.values())
-        self.per_tenant = settings.max_concurrent_per_tenant
-        self.load = load
-
-    def fits(self, tenant: str) -> bool:
-        if self.free <= 0:
-            return False
-        return not self.per_tenant or self.load[tenant] < self.per_tenant
-
-    def take(self, tenant: str) -> None:
-        self.free -= 1
-        self.load[tenant] += 1
 
 
 class Dispatching(Transitions):
@@ -171,19 +150,23 @@ class Dispatching(Transitions):
             self.events["undone"] += 1
 
     async def _due(self, now: datetime, want: int, extra: int) -> AsyncIterator[Job]:
-        """Due jobs, best first, each once. A window full of jobs the caller skips (tenants at
-        their cap) must not hide the jobs behind it: read on in doubling windows, at most
-        CLAIM_SCAN_LIMIT. Jobs claimed meanwhile leave the queue, so each window is read from
-        the top and only the jobs not seen yet are yielded."""
+        """Due jobs, best first, each once: those whose notBefore has come, and scheduled jobs
+        the current join lead makes ready (core/leads.py `ready`). A window full of jobs the
+        caller skips (tenants at their cap) must not hide the jobs behind it: read on in
+        doubling windows, at most CLAIM_SCAN_LIMIT. Jobs claimed meanwhile leave the queue, so
+        each window is read from the top and only the jobs not seen yet are yielded."""
         if want <= 0:
             return
+        lead = (await self.leads.lead()).seconds
+        horizon = read_ahead(now, lead, self.settings)
         window, seen = want + extra, set[str]()
         while True:
-            batch = await self.store.due(now, window)
+            batch = await self.store.due(horizon, window)
             for job in batch:
                 if job.id not in seen:
                     seen.add(job.id)
-                    yield job
+                    if ready(job, lead, now):
+                        yield job
             if len(batch) < window or window >= CLAIM_SCAN_LIMIT:
                 return
             window = min(window * 2, CLAIM_SCAN_LIMIT)

@@ -96,6 +96,18 @@ class Overbooked(SchedulerError):
         self.earliest_start = earliest_start
 
 
+class MeetingTaken(SchedulerError):
+    """A queued job moved onto a meeting (and time) another unfinished job of its tenant has a
+    bot for (core/moves.py); `jobId`: that job."""
+
+    status = 409
+    code = "meeting_taken"
+
+    def __init__(self, message: str, job_id: str) -> None:
+        super().__init__(message, jobId=job_id)
+        self.job_id = job_id
+
+
 class ConfigError(SchedulerError):
     code = "config_error"
 

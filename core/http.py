@@ -207,10 +207,35 @@ def metrics_scope(request: Request, settings: Settings) -> str | None:
     (SCHEDULER_ADMIN_KEYS); the caller's own tenant to any other valid key."""
     if not settings.auth_enabled:
         return None
+    return read_scope(request, settings)
+
+
+def is_admin_request(request: Request, settings: Settings) -> bool:
+    """Whether the request carries one of SCHEDULER_ADMIN_KEYS (auth on)."""
+    if not settings.auth_enabled:
+        return False
     digest = key_digest(request)
-    if digest is not None and settings.is_admin_digest(digest):
-        return None
-    return tenant_of(request, settings)
+    return digest is not None and settings.is_admin_digest(digest)
+
+
+def read_scope(request: Request, settings: Settings) -> str | None:
+    """Whose jobs a read (list, get, logs, events, stats) shows: every tenant's (None) to an
+    admin key, which reads but changes nothing; the caller's own tenant to any other key."""
+    return None if is_admin_request(request, settings) else tenant_of(request, settings)
+
+
+def listed_tenant(request: Request, scope: str | None) -> str | None:
+    """Whose jobs a list shows: the caller's `read_scope`, narrowed by an admin key's `tenant`
+    parameter; a tenant key may name only its own tenant."""
+    wanted = request.query_params.get("tenant")
+    if wanted is None or wanted == scope:
+        return scope
+    if scope is not None:
+        raise ValidationFailed(
+            "tenant: only an admin key (SCHEDULER_ADMIN_KEYS) lists another tenant's jobs",
+            fields=["tenant"],
+        )
+    return wanted
 
 
 def query_int(request: Request, name: str, default: int, low: int, high: int) -> int:

@@ -1,13 +1,15 @@
 """The routes that change a job's schedule, and what every job answer shares.
 
 `PATCH /api/scheduler/jobs/{jobId}` changes a queued job's joinAt, deadline, priority or
-maxRuntimeSeconds; `PUT /api/scheduler/jobs/by-key/{externalKey}` makes the job of the client's
-own key look as the body says (core/desired.py, `Scheduler.put_by_key`). A queued job in an answer
-of submit, GET, PATCH and PUT carries `queuePosition` and `estimatedStartAt` (core/capacity.py).
+maxRuntimeSeconds (a moved job takes the slots of its new time: core/moves.py); `PUT
+/api/scheduler/jobs/by-key/{externalKey}` makes the job of the client's own key look as the body
+says (core/desired.py, `Scheduler.put_by_key`). A queued job in an answer of submit, GET, PATCH
+and PUT carries `queuePosition` and `estimatedStartAt` (core/capacity.py).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -23,6 +25,7 @@ from core.desired import check_key
 from core.errors import ValidationFailed
 from core.http import JSONText, json_response, read_json, tenant_of
 from core.intake import parse_changes, parse_desired
+from core.meetings import submit_warnings
 from core.models import Job, JobState, utcnow
 from core.routing import method_route
 from core.scheduler import Scheduler
@@ -45,11 +48,17 @@ def on_capacity_of(request: Request) -> str | None:
     return value.lower()
 
 
-async def job_json(scheduler: Scheduler, job: Job) -> JSONText:
+async def job_json(scheduler: Scheduler, job: Job, *, tenant_shown: bool = False) -> JSONText:
     """The job as the API shows it; a queued one with its place in the queue and its estimated
-    start (not stored: computed for this answer)."""
+    start (not stored: computed for this answer); to an admin key, with its `tenant`."""
     members = await queue_fields(scheduler.store, scheduler.settings, job, scheduler.clock())
-    return JSONText(with_fields(job.public_json(), members))
+    return JSONText(with_fields(listed_json(job, tenant_shown), members))
+
+
+def listed_json(job: Job, tenant_shown: bool) -> str:
+    """The job as a list shows it: `public_json`, and its `tenant` to an admin key."""
+    text = job.public_json()
+    return with_fields(text, f',"tenant":{json.dumps(job.tenant)}') if tenant_shown else text
 
 
 def due_now(job: Job) -> bool:
@@ -82,7 +91,8 @@ class JobRoutes:
         return await read_json(request, settings.max_body_bytes, settings.body_timeout_seconds)
 
     async def reschedule(self, request: Request) -> Response:
-        """PATCH: 200 with the job; 409 `not_queued` (with `state`) once it left the queue."""
+        """PATCH: 200 with the job; 409 `not_queued` (with `state`) once it left the queue, 409
+        `overbooked` or `meeting_taken` for a move refused (core/moves.py)."""
         tenant = tenant_of(request, self.settings)
         job_id = request.path_params["jobId"]
         data = await self._body(request)
@@ -90,7 +100,10 @@ class JobRoutes:
         job = await scheduler.get(tenant, job_id)
         fields = parse_changes(data, job, self.settings, utcnow())
         job = await scheduler.reschedule(tenant, job_id, fields)
-        return await self._answer(scheduler, job, 200)
+        warnings = submit_warnings(job.id)  # moved holding no reservation (overbooking queue)
+        return await self._answer(
+            scheduler, job, 200, **({"warnings": warnings} if warnings else {})
+        )
 
     async def put_by_key(self, request: Request) -> Response:
         """PUT: 201 with a job it created, 200 with the job it changed, cancelled or kept."""
@@ -103,6 +116,7 @@ class JobRoutes:
         scheduler = await self._scheduler()
         outcome = await scheduler.put_by_key(tenant, key, spec, cancelled=cancelled)
         warnings += [f"{name}: not applied, the job has started" for name in outcome.not_applied]
+        warnings += submit_warnings(outcome.job.id)  # created or moved holding no reservation
         extra: dict[str, Any] = {"created": outcome.created}
         if outcome.duplicate:
             extra["duplicate"] = True

@@ -67,6 +67,23 @@ def learned_lead(samples: Sequence[float], settings: Settings) -> Lead:
     return Lead(min(max(lead, low), max(low, top)), high, len(samples))
 
 
+def read_ahead(now: datetime, lead: float, settings: Settings) -> datetime:
+    """How far the dispatcher reads the queue: a scheduled job was queued due at joinAt less
+    the lead of its submit, never less than the smallest lead, so any job that `lead` (grown
+    since) makes ready is due by now + (lead - smallest lead)."""
+    smallest = min(settings.join_lead_min_seconds, settings.join_lead_seconds)
+    return now + timedelta(seconds=max(lead - smallest, 0.0))
+
+
+def ready(job: Job, lead: float, now: datetime) -> bool:
+    """Whether the queued `job` may start now: its notBefore has come, or its joinAt is within
+    the current `lead` (learned since its submit: a lead frozen at submit would start a job
+    submitted before the backend was measured late)."""
+    if job.notBefore <= now:
+        return True
+    return job.joinAt is not None and job.joinAt - timedelta(seconds=lead) <= now
+
+
 def start_by(job: Job, settings: Settings) -> datetime | None:
     """The last moment a scheduled job may start: joinAt + late_tolerance_seconds; None for a
     job without joinAt (it has no meeting window)."""

@@ -11,7 +11,8 @@ events and reservations: core/reservations.py), so of two submits racing for a m
 creates a job, on every store. The other finds the slot's job and returns it (created False):
 `duplicate_reason` then says "meeting". A slot whose job is final or missing (or moved to another
 joinAt or meeting) is stale: released by a delete conditioned on the version read, then the
-create is tried again (at most TRIES times in all).
+create is tried again (at most TRIES times in all). A queued job that moves takes the slots of
+its new start in the write that moves it (core/moves.py).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from core.reservations import (
     slot_part,
     sweep,
     sweep_due,
+    took,
 )
 
 KIND = "meeting"
@@ -74,8 +76,8 @@ async def insert_job(
     job.meetingKey = meeting_key(job.meetingUrl)
     insert = _Insert(store, settings, job, events)
     await _sweep(store, job)
-    for attempt in range(TRIES):
-        done = await insert.attempt(random.random() if attempt else 0.0)
+    for attempt in range(TRIES):  # the first from the process's hints, the others from scans
+        done = await insert.attempt(random.random() if attempt else 0.0, hints=attempt == 0)
         if done is not None:
             return done
     raise Conflict("the meeting's or the window's slots kept changing; try again")
@@ -88,12 +90,11 @@ class _Insert:
         self.store, self.settings, self.job, self.events = store, settings, job, events
         self.slots = meeting_slots(job, settings)
 
-    async def attempt(self, spread: float) -> tuple[Job, bool] | None:
+    async def attempt(self, spread: float, hints: bool) -> tuple[Job, bool] | None:
         """One create, with slots chosen from `spread` on; None: try again."""
         holders = Holders(self.store)
-        booking = await book(
-            self.store, self.settings, self.job, self.job.createdAt, holders, spread
-        )
+        job, settings = self.job, self.settings
+        booking = await book(self.store, settings, job, job.createdAt, holders, spread, hints)
         queued = booking.full and self.settings.overbooking == "queue"
         records = [*self.events, *self.slots, *([] if queued else booking.records)]
         try:
@@ -107,8 +108,8 @@ class _Insert:
             if await self.store.get(self.job.id) is not None:
                 raise
             if booking.full and not queued:
-                raise await _overbooked(
-                    self.store, self.settings, self.job, booking, holders
+                raise await overbooked(
+                    self.store, self.settings, self.job, booking, holders, self.job.createdAt
                 ) from None
             return None
         _created(self.store, created, booking, queued, self.settings)
@@ -118,9 +119,16 @@ class _Insert:
 def _created(store: JobStore, job: Job, booking: Booking, queued: bool, settings: Settings) -> None:
     if booking.records and not queued:
         forget(store)
-    if queued and booking.window is not None:
+        took(store, booking.records)
+    if queued:
+        warn_queued(job.id, booking, settings)
+
+
+def warn_queued(job_id: str, booking: Booking, settings: Settings) -> None:
+    """Say in the answer about `job_id` that it is queued holding no slot of its full window."""
+    if booking.window is not None:
         queue = "queued without a reserved slot: it starts when one is free"
-        _warn(job.id, f"{_full_text(booking, settings)}; {queue} (SCHEDULER_OVERBOOKING=queue)")
+        _warn(job_id, f"{_full_text(booking, settings)}; {queue} (SCHEDULER_OVERBOOKING=queue)")
 
 
 async def _meeting_holder(store: JobStore, slots: list[Record], holders: Holders) -> Job | None:
@@ -136,10 +144,16 @@ async def _meeting_holder(store: JobStore, slots: list[Record], holders: Holders
     return None
 
 
-async def _overbooked(
-    store: JobStore, settings: Settings, job: Job, booking: Booking, holders: Holders
+async def overbooked(
+    store: JobStore,
+    settings: Settings,
+    job: Job,
+    booking: Booking,
+    holders: Holders,
+    now: datetime,
 ) -> Overbooked:
-    earliest = await earliest_start(store, settings, job, job.createdAt, holders)
+    """The refusal of `job` (new or moved at `now`): its window, and the earliest that fits."""
+    earliest = await earliest_start(store, settings, job, now, holders)
     text = iso(earliest) if earliest is not None else None
     later = f"the earliest joinAt that fits is {text}" if text else "no later joinAt fits soon"
     return Overbooked(f"{_full_text(booking, settings)}: {later}", text)
@@ -172,8 +186,9 @@ def _warn(job_id: str, text: str) -> None:
 
 
 def submit_warnings(job_id: str) -> list[str]:
-    """What the submit that created `job_id` in this process has to say (an overbooked window
-    accepted with overbooking "queue"), once: the answer's `warnings`."""
+    """What the submit that created `job_id`, or the move of it (core/moves.py), in this process
+    has to say (an overbooked window accepted with overbooking "queue"), once: the answer's
+    `warnings`."""
     return _warnings.pop(job_id, [])
 
 

@@ -27,6 +27,7 @@ WARNINGS = prop(
     items={"type": "string"},
 )
 COUNT = "Jobs in this state."
+TENANT = prop("string", "To an admin key (SCHEDULER_ADMIN_KEYS) only: the job's tenant.", "acme")
 
 
 def _model(schemas: dict[str, Any], model: type[BaseModel], mode: str = "validation") -> Any:
@@ -75,6 +76,7 @@ def job_schemas(spec: dict[str, Any]) -> dict[str, Any]:
                         EXAMPLE_TIME,
                         format="date-time",
                     ),
+                    tenant=TENANT,
                 ),
             ],
             "description": "A job; while queued, with its place in the queue.",
@@ -137,7 +139,11 @@ def job_schemas(spec: dict[str, Any]) -> dict[str, Any]:
         "JobList": obj(
             ["success", "jobs", "nextCursor"],
             success=SUCCESS,
-            jobs={"type": "array", "items": ref("Job"), "description": "Newest first."},
+            jobs={
+                "type": "array",
+                "items": {"allOf": [ref("Job"), obj([], tenant=TENANT)]},
+                "description": "Newest first.",
+            },
             nextCursor=prop(
                 ["string", "null"], "Pass as `cursor` for the next page; null on the last.", None
             ),
@@ -266,6 +272,7 @@ def service_schemas() -> dict[str, Any]:
             version=prop("string", "The server's version.", __version__),
             platform=prop("string", "The backend that runs the bots.", "process"),
             documentation=prop("string", "The docs page.", "/ui"),
+            console=prop("string", "The operator console (a web page).", "/console"),
             endpoints={
                 **prop("object", "Each operation, by name.", {"health": "GET /health"}),
                 "additionalProperties": {"type": "string"},
@@ -288,6 +295,9 @@ def service_schemas() -> dict[str, Any]:
                 **ref("JobState"),
                 "description": "With 409 `not_queued`: the job's state.",
             },
+            jobId=prop(
+                "string", "With 409 `meeting_taken`: the job with the meeting's bot.", EXAMPLE_ID
+            ),
             estimatedStartAt=prop(
                 "string",
                 "With 429 `at_capacity`: when the job should have started.",

@@ -69,6 +69,13 @@ NOT_QUEUED = _error(
     "its state); or it changed meanwhile (`conflict`): try again."
 )
 
+MOVE_REFUSED = _error(
+    "`not_queued`: the job is not queued any more, so it cannot be changed (`state` says its "
+    "state); `overbooked`: its new window is full (`earliestStart`); `meeting_taken`: another "
+    "job has a bot for the meeting then (`jobId`); or it changed meanwhile (`conflict`): try "
+    "again."
+)
+
 
 def _op(
     summary: str,
@@ -101,6 +108,7 @@ def _param(where: str, name: str, description: str, example: Any, **schema: Any)
     }
 
 
+TENANT_FILTER = "Only this tenant's jobs (an admin key; another may name only its own tenant)."
 # a cursor as the API makes them (core.stores.cursor: not imported here, stores load lazily)
 EXAMPLE_CURSOR = "MTg5MzQ5MTk0MDAwMDo4ZjBjMmIxZS01ZDNhLTRjN2UtOWE2MS0yZjRiOGQwZTdjMzU"
 JOB_ID = _param("path", "jobId", "The job's id.", EXAMPLE_ID, type="string", minLength=1)
@@ -132,6 +140,7 @@ LISTING = [
         EXAMPLE_CURSOR,
         type="string",
     ),
+    _param("query", "tenant", TENANT_FILTER, "acme", type="string", minLength=1),
 ]
 ON_CAPACITY = _param(
     "header",
@@ -189,7 +198,10 @@ def job_paths() -> dict[str, Any]:
             ),
             "get": _op(
                 "List the caller's jobs",
-                "Newest first, a page at a time: pass `nextCursor` back as `cursor`.",
+                "Newest first, a page at a time: pass `nextCursor` back as `cursor`. An admin "
+                "key (SCHEDULER_ADMIN_KEYS) reads every tenant's jobs, each with its `tenant`, "
+                "as it does on GET of a job, its logs and events, and the stats; it changes "
+                "none.",
                 "Jobs",
                 {"200": _json("JobList", "A page of jobs.")},
                 ("400",),
@@ -234,9 +246,15 @@ def job_item_paths() -> dict[str, Any]:
                 f"Changes any of {', '.join(SCHEDULE_FIELDS)} of a queued job, checked as a "
                 "submit checks them (null clears joinAt, deadline or maxRuntimeSeconds); a new "
                 "joinAt moves the time it may start. The change is the event "
-                "`job.rescheduled`. 409 `not_queued` (with `state`) once the job left the queue.",
+                "`job.rescheduled`. 409 `not_queued` (with `state`) once the job left the queue. "
+                "A new joinAt or maxRuntimeSeconds takes the job's reservations and meeting "
+                "slots for its new time in the same write, as a submit does: a full window is a "
+                "409 `overbooked` (with `earliestStart`) under SCHEDULER_OVERBOOKING=reject, "
+                "else the job moves holding no reservation (said in `warnings`); a meeting "
+                "another job of yours has a bot for at about that time is a 409 "
+                "`meeting_taken` (with that job's `jobId`). A refused move changes nothing.",
                 "Jobs",
-                {"200": _json("JobResponse", "The job, changed."), "409": NOT_QUEUED},
+                {"200": _json("JobResponse", "The job, changed."), "409": MOVE_REFUSED},
                 ("404", *BODY_ERRORS),
                 operationId="rescheduleJob",
                 parameters=[JOB_ID],
@@ -294,7 +312,9 @@ def by_key_paths() -> dict[str, Any]:
                     "404": _error('`"cancelled": true`, and the key has no job.'),
                     "409": _error(
                         "`not_queued`: the job has started and the body moves its joinAt "
-                        "(`state` says its state); or a concurrent change: try again."
+                        "(`state` says its state); `overbooked` or `meeting_taken`: the move "
+                        "of a queued job is refused, as a PATCH's; or a concurrent change: "
+                        "try again."
                     ),
                     "429": AT_CAPACITY,
                 },

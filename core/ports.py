@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from core.models import Execution, ExecutionRef, Job, JobState, Page
 from core.records import Record
@@ -89,6 +89,19 @@ class JobStore(RecordStore, Protocol):
         """Take or renew the named lease if it is free, expired or already `owner`'s."""
 
     async def release_lease(self, name: str, owner: str) -> None: ...
+
+
+@runtime_checkable
+class Notifying(Protocol):
+    """What a JobStore may offer besides the contract (the postgres store does): telling a
+    drain loop that a write, by any process, made a job startable (a due job written, a slot
+    freed), so that it dispatches then instead of at its next tick. Drain loops check for it
+    with isinstance (core/loops.py); stores without it are polled on the interval."""
+
+    async def wait_notified(self, seconds: float) -> bool:
+        """Up to `seconds`: True as soon as such a write was notified (since the last
+        call), False when the time ran out. Never raises: a store that cannot listen for now
+        only times out."""
 
 
 class Backend(Protocol):

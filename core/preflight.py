@@ -1,5 +1,9 @@
 """What `botsched serve` and `botsched drain` check before they start, and how they name the
-store they work on: a wrong PLATFORM or store is one clear line, never a traceback."""
+store they work on: a wrong PLATFORM or store is one clear line, never a traceback.
+
+A PostgreSQL store is opened and closed here, so that a wrong DATABASE_URL, password or host, or
+a schema behind the code, stops the start with its one line; opening it applies the missing
+migrations first when SCHEDULER_POSTGRES_MIGRATE=auto (the default of `serve` and `drain`)."""
 
 from __future__ import annotations
 
@@ -7,7 +11,8 @@ import asyncio
 
 from core.config import Settings
 from core.errors import ConfigError
-from core.runtime import BACKENDS, STORES, build_backend
+from core.ports import JobStore
+from core.runtime import BACKENDS, STORES, build_backend, build_store
 
 
 def check_runtime(settings: Settings, *, existing_store: bool = False) -> None:
@@ -28,6 +33,13 @@ def check_runtime(settings: Settings, *, existing_store: bool = False) -> None:
         )
     backend = build_backend(settings)  # a missing setting or package is a ConfigError here
     asyncio.run(backend.close())
+    if settings.store == "postgres":
+        asyncio.run(_open_and_close(build_store(settings)))
+
+
+async def _open_and_close(store: JobStore) -> None:
+    await store.open()
+    await store.close()
 
 
 def store_description(settings: Settings) -> str:
@@ -37,5 +49,14 @@ def store_description(settings: Settings) -> str:
         "memory": "(empty at start, lost on exit)",
         "azure_table": f"table {settings.azure_table_name}",
         "firestore": f"{settings.firestore_database}/{settings.firestore_collection}",
+        "postgres": redacted_url(settings.database_url),
     }.get(settings.store, "")
     return f"{settings.store} store {where}".rstrip()
+
+
+def redacted_url(url: str | None) -> str:
+    """DATABASE_URL without its password (core/stores/postgres_connections.py imports no
+    driver)."""
+    from core.stores.postgres_connections import redact
+
+    return redact(url) if url else "(DATABASE_URL is not set)"

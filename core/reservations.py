@@ -13,10 +13,15 @@ group transaction of at most 100 operations.
 **Slots.** Per bucket (starting at epoch second S) the global cap has the slot records
 `res:{S}:{n}`, n in 0..max_concurrent_jobs-1, and with a per-tenant cap each tenant
 `rest:{tenant}:{S}:{n}`, n in 0..max_concurrent_per_tenant-1 (kind `reservation`). A job takes a
-free n of each bucket and cap, chosen by scanning the bucket's slots, in the same atomic create as
-the job itself: a slot taken meanwhile fails the create (Conflict) and the submit scans again. A
-slot is stale when its job is missing, final, or has another joinAt than the slot records: it is
-released (a delete conditioned on the version read) when a bucket would otherwise be full.
+free n of each bucket and cap in the same atomic create as the job itself: a slot taken meanwhile
+fails the create (Conflict) and the submit scans again. The first try of a submit reads nothing:
+it takes a slot the process has not seen taken (its **hints**: the slots its last scan of the
+bucket found and those its own creates took); only a bucket its hints show full is scanned, and
+every try after a Conflict scans each bucket. The store decides, so stale hints cost a retry,
+never an overbooking. A slot is stale when its job is missing, final, or has another joinAt
+or maxRuntimeSeconds than the slot records (`joinAt`, `run`; or an entry of its `also`, added by
+a move that kept the slot: core/moves.py): it is released (a delete conditioned on the version
+read) when a bucket would otherwise be full.
 
 **Full.** With `overbooking` "reject" the submit is refused (Overbooked, 409) with `earliestStart`:
 the earliest joinAt after the requested one whose whole window fits (it then starts on a bucket
@@ -37,6 +42,7 @@ import hashlib
 import math
 import time
 import weakref
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -56,6 +62,7 @@ SWEEP_SECONDS = 60.0  # how often a process deletes the slot records of past buc
 SWEEP_LIMIT = 16
 FULL_SECONDS = 2.0
 FULL_KEPT = 1024
+HINTS_KEPT = 4096  # buckets whose taken slots a process remembers
 KEY_PART_MAX = 90  # a longer escaped part of a slot key is hashed
 
 
@@ -69,6 +76,14 @@ class StoreState:
     # buckets found full of live slots: prefix -> (until, a slot key); a submit into a busy
     # window then reads nothing for FULL_SECONDS (a slot freed meanwhile is seen after it)
     full: dict[str, tuple[float, str]] = field(default_factory=dict)
+    # the slot keys seen taken per bucket prefix (a scan's live slots, this process's creates)
+    taken: OrderedDict[str, set[str]] = field(default_factory=OrderedDict)
+
+    def saw(self, prefix: str, keys: set[str]) -> None:
+        self.taken[prefix] = keys
+        self.taken.move_to_end(prefix)
+        if len(self.taken) > HINTS_KEPT:
+            self.taken.popitem(last=False)
 
 
 _states: weakref.WeakKeyDictionary[Any, StoreState] = weakref.WeakKeyDictionary()
@@ -170,18 +185,27 @@ class Holders:
 
 def holds(holder: Job | None, record: Record) -> bool:
     """Whether `record` (a slot) still belongs to `holder`: the job exists, is not final, and
-    has the joinAt (and meeting) the slot was taken for."""
+    has the joinAt and maxRuntimeSeconds (and meeting) the slot was taken for, or that a move
+    keeping the slot added to its `also` (core/moves.py)."""
     if holder is None or holder.status.final:
         return False
-    join = to_ms(holder.joinAt) if holder.joinAt is not None else None
-    if record.data.get("joinAt") != join:
+    taken = [record.data, *record.data.get("also", ())]
+    if not any(taken_for(holder, entry) for entry in taken):
         return False
     return record.data.get("meetingKey", holder.meetingKey) == holder.meetingKey
 
 
+def taken_for(holder: Job, entry: dict[str, Any]) -> bool:
+    """Whether `entry` (a slot's data, or one of its `also`) names `holder`'s joinAt and run (a
+    slot written before slots recorded the run counts for any)."""
+    join = to_ms(holder.joinAt) if holder.joinAt is not None else None
+    run = entry.get("run", holder.maxRuntimeSeconds)
+    return entry.get("joinAt") == join and run == holder.maxRuntimeSeconds
+
+
 def slot_data(job: Job) -> dict[str, Any]:
     join = to_ms(job.joinAt) if job.joinAt is not None else None
-    return {"jobId": job.id, "tenant": job.tenant, "joinAt": join}
+    return {"jobId": job.id, "tenant": job.tenant, "joinAt": join, "run": job.maxRuntimeSeconds}
 
 
 async def release(store: JobStore, record: Record) -> None:
@@ -211,27 +235,53 @@ class Choice:
     free: bool  # False: every slot of the bucket is held; `key` is one of them
 
 
+def first_free(prefix: str, cap: int, used: set[str], spread: float) -> str | None:
+    """The first slot key under `prefix` not in `used`, from `spread` x cap on, round."""
+    first = int(spread * cap)
+    for n in range(cap):
+        key = f"{prefix}{(first + n) % cap}"
+        if key not in used:
+            return key
+    return None
+
+
+def hinted(state: StoreState, prefix: str, cap: int, spread: float) -> Choice | None:
+    """A slot the process has not seen taken (no read), or None when its hints show the bucket
+    full: then it is scanned."""
+    used = state.taken.get(prefix, set())
+    key = first_free(prefix, cap, used, spread) if len(used) < cap else None
+    return Choice(key, True) if key is not None else None
+
+
+def took(store: object, records: Sequence[Record]) -> None:
+    """The slots in `records` are now taken by this process's create: add them to its hints."""
+    state = store_state(store)
+    for record in records:
+        prefix = record.key[: record.key.rindex(":") + 1]
+        state.saw(prefix, {*state.taken.get(prefix, ()), record.key})
+
+
 async def choose(
     store: JobStore, prefix: str, cap: int, holders: Holders, spread: float = 0.0
 ) -> Choice:
-    """A free slot under `prefix` (`res:{S}:`): the first free n from `spread` x cap on,
-    round; stale ones are released first when the bucket looks full."""
-    full = store_state(store).full
-    known = full.get(prefix)
+    """A free slot under `prefix` (`res:{S}:`) from a scan of its slots: the first free n from
+    `spread` x cap on, round; stale ones are released first when the bucket looks full."""
+    state = store_state(store)
+    known = state.full.get(prefix)
     if known is not None and known[0] > time.monotonic():
         return Choice(known[1], False)
     taken = await store.scan_records(KIND, prefix, cap + SCAN_EXTRA)
     if len(taken) >= cap:
         taken = await live(store, taken, holders)
-    if len(taken) >= cap:
-        if len(full) >= FULL_KEPT:
-            full.clear()
-        full[prefix] = (time.monotonic() + FULL_SECONDS, taken[0].key)
-        return Choice(taken[0].key, False)
     used = {record.key for record in taken}
-    first = int(spread * cap)
-    order = (f"{prefix}{(first + n) % cap}" for n in range(cap))
-    return Choice(next(key for key in order if key not in used), True)
+    state.saw(prefix, used)
+    key = first_free(prefix, cap, used, spread) if len(taken) < cap else None
+    if key is None:
+        if len(state.full) >= FULL_KEPT:
+            state.full.clear()
+        state.full[prefix] = (time.monotonic() + FULL_SECONDS, taken[0].key)
+        return Choice(taken[0].key, False)
+    return Choice(key, True)
 
 
 @dataclass(frozen=True)
@@ -251,10 +301,13 @@ async def book(
     now: datetime,
     holders: Holders,
     spread: float = 0.0,
+    hints: bool = False,
 ) -> Booking:
-    """The slots `job` takes (none without joinAt), from a scan of each of its buckets: in each,
-    the first free n from `spread` (in [0, 1): a fraction of the cap) on. Submits that lost a
-    race for a slot retry with a random spread, so that they do not all want the same n again."""
+    """The slots `job` takes (none without joinAt): in each of its buckets, the first free n
+    from `spread` (in [0, 1): a fraction of the cap) on. With `hints`, from what the process
+    has seen taken (a bucket that looks full is scanned); else from a scan of each bucket.
+    Submits that lost a race for a slot retry with a random spread, so that they do not all want
+    the same n again."""
     span = window(job, settings, now)
     if span is None:
         return Booking()
@@ -263,15 +316,21 @@ async def book(
         for index in buckets(*span, settings)
         for prefix, cap in lanes(job.tenant, settings)
     ]
-    choices = await asyncio.gather(
-        *(choose(store, prefix, cap, holders, spread) for _, prefix, cap in wanted)
-    )
+    state = store_state(store)
+    choices = [hinted(state, p, cap, spread) if hints else None for _, p, cap in wanted]
+    scans = [
+        choose(store, p, cap, holders, spread)
+        for (_, p, cap), choice in zip(wanted, choices, strict=True)
+        if choice is None
+    ]
+    scanned = iter(await asyncio.gather(*scans) if scans else ())
+    made = [choice or next(scanned) for choice in choices]
     data = slot_data(job)
     records = [
         Record(KIND, choice.key, data, due=bucket_start(index + 1, settings) * 1000)
-        for (index, _, _), choice in zip(wanted, choices, strict=True)
+        for (index, _, _), choice in zip(wanted, made, strict=True)
     ]
-    return Booking(records, not all(choice.free for choice in choices), span)
+    return Booking(records, not all(choice.free for choice in made), span)
 
 
 async def earliest_start(

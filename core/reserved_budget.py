@@ -23,10 +23,10 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from core.config import Settings
 from core.models import Job
@@ -42,10 +42,26 @@ from core.reservations import (
     store_state,
 )
 
-if TYPE_CHECKING:
-    from core.dispatch import Budget
-
 VIEW_TTL = 2.0  # seconds a process keeps its view of the reservations
+
+
+class Budget:
+    """Free slots under the global and the per-tenant cap, given the jobs that hold slots."""
+
+    def __init__(self, settings: Settings, holders: Iterable[Job]) -> None:
+        load = Counter(job.tenant for job in holders)
+        self.free = settings.max_concurrent_jobs - sum(load.values())
+        self.per_tenant = settings.max_concurrent_per_tenant
+        self.load = load
+
+    def fits(self, tenant: str) -> bool:
+        if self.free <= 0:
+            return False
+        return not self.per_tenant or self.load[tenant] < self.per_tenant
+
+    def take(self, tenant: str) -> None:
+        self.free -= 1
+        self.load[tenant] += 1
 
 
 @dataclass(frozen=True)

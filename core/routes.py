@@ -26,6 +26,7 @@ from core.errors import ConfigError, Conflict, SchedulerError, ValidationFailed
 from core.http import (
     JSONText,
     json_response,
+    listed_tenant,
     metrics_scope,
     on_http_error,
     on_scheduler_error,
@@ -33,10 +34,18 @@ from core.http import (
     parse_model,
     query_int,
     read_json,
+    read_scope,
     tenant_of,
 )
 from core.intake import parse_batch, parse_job
-from core.job_routes import JobRoutes, dispatch_soon, due_now, job_json, on_capacity_of
+from core.job_routes import (
+    JobRoutes,
+    dispatch_soon,
+    due_now,
+    job_json,
+    listed_json,
+    on_capacity_of,
+)
 from core.loops import deliver_forever, drain_forever, running
 from core.meeting_config import MeetingRequest, check_no_nul_fields, meeting_view
 from core.meetings import duplicate_reason, submit_warnings
@@ -148,6 +157,8 @@ class Routes:
             Route("/health", self.health, methods=["GET"]),
             Route("/metrics", self.metrics, methods=["GET"]),
             *docs_routes(self.settings.max_batch_size),
+            Route("/console", console),
+            Route("/console/assets/{name}", console),
         ]
 
     async def _scheduler(self) -> Scheduler:
@@ -191,8 +202,10 @@ class Routes:
                     "docs": "GET /docs",
                     "ui": "GET /ui",
                     "metrics": "GET /metrics",
+                    "console": "GET /console",
                 },
                 "documentation": "/ui",
+                "console": "/console",
             }
         )
 
@@ -311,8 +324,9 @@ class Routes:
         return JSONResponse(body, status_code=status, background=background)
 
     async def list_jobs(self, request: Request) -> Response:
-        tenant = tenant_of(request, self.settings)
-        query_once(request, "status", "limit", "cursor")
+        scope = read_scope(request, self.settings)  # None: an admin key, every tenant's
+        query_once(request, "status", "limit", "cursor", "tenant")
+        tenant = listed_tenant(request, scope)
         raw_status = request.query_params.get("status")
         status = None
         if raw_status is not None:  # an empty status is no state either
@@ -324,25 +338,23 @@ class Routes:
         limit = query_int(request, "limit", 50, 1, 200)
         cursor = request.query_params.get("cursor") or None
         page = await (await self._scheduler()).list_jobs(tenant, status, limit, cursor)
-        jobs = JSONText("[" + ",".join(job.public_json() for job in page.jobs) + "]")
+        jobs = JSONText("[" + ",".join(listed_json(job, scope is None) for job in page.jobs) + "]")
         return json_response({"success": True, "jobs": jobs, "nextCursor": page.nextCursor})
 
     async def get_job(self, request: Request) -> Response:
-        job = await self._job_call(request, Scheduler.get)
-        return json_response({"success": True, "job": await job_json(await self._scheduler(), job)})
+        scope = read_scope(request, self.settings)
+        scheduler = await self._scheduler()
+        job = await scheduler.get(scope, request.path_params["jobId"])
+        shown = await job_json(scheduler, job, tenant_shown=scope is None)
+        return json_response({"success": True, "job": shown})
 
     async def cancel_job(self, request: Request) -> Response:
-        job = await self._job_call(request, Scheduler.cancel)
+        tenant = tenant_of(request, self.settings)
+        job = await (await self._scheduler()).cancel(tenant, request.path_params["jobId"])
         return json_response({"success": True, "job": JSONText(job.public_json())})
 
-    async def _job_call(
-        self, request: Request, call: Callable[[Scheduler, str | None, str], Awaitable[Job]]
-    ) -> Job:
-        tenant = tenant_of(request, self.settings)
-        return await call(await self._scheduler(), tenant, request.path_params["jobId"])
-
     async def job_logs(self, request: Request) -> Response:
-        tenant = tenant_of(request, self.settings)
+        tenant = read_scope(request, self.settings)
         query_once(request, "tail")
         tail = query_int(request, "tail", 200, 1, 10_000)
         scheduler = await self._scheduler()
@@ -350,12 +362,19 @@ class Routes:
         return JSONResponse({"success": True, "jobId": request.path_params["jobId"], "logs": logs})
 
     async def stats(self, request: Request) -> Response:
-        tenant = tenant_of(request, self.settings)
+        tenant = read_scope(request, self.settings)  # None: an admin key, every tenant's
         scheduler = await self._scheduler()
         stats = await scheduler.stats(tenant)
-        wait = await estimated_wait(scheduler.store, self.settings, tenant, scheduler.clock())
+        wait = await estimated_wait(scheduler.store, self.settings, tenant or "", scheduler.clock())
         stats["estimatedWaitSeconds"] = wait
         return JSONResponse({"success": True, **stats, "stats": stats})
+
+
+async def console(request: Request) -> Response:
+    """The operator console's page and files (core/console/), imported on its first request."""
+    from core.console.pages import serve
+
+    return await serve(request)
 
 
 async def _create(

@@ -23,6 +23,7 @@ STORES: dict[str, tuple[str, str, str | None]] = {
     "azure_table": ("core.stores.azure_table", "AzureTableStore", "azure"),
     "firestore": ("core.stores.firestore", "FirestoreStore", "gcp"),
     "d1": ("core.stores.d1", "D1Store", None),
+    "postgres": ("core.stores.postgres", "PostgresStore", "postgres"),
 }
 BACKENDS: dict[str, tuple[str, str, str | None]] = {
     "process": ("core.backends.process", "ProcessBackend", None),

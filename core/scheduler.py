@@ -37,6 +37,7 @@ from core.leads import effective_deadline
 from core.lifecycle import Lifecycle
 from core.meetings import insert_job
 from core.models import DrainReport, Job, JobSpec, JobState, Page, utcnow
+from core.moves import move_job, moves_slots
 from core.ports import Backend, JobStore
 from core.records import Record
 from core.values import new_job_id
@@ -244,6 +245,16 @@ class Scheduler(Lifecycle):
             update = {k: value for k, value in update.items() if not same(getattr(job, k), value)}
             if not update:  # e.g. a deadline cleared that was only its window's end
                 return job
+        if moves_slots(update):  # its slots follow it, in the same write (core/moves.py)
+            moved = job.model_copy(update=update)
+            return await move_job(
+                self.store,
+                self.settings,
+                job,
+                moved,
+                self.clock(),
+                lambda slots: self._write(job, slots=slots, **update),
+            )
         return await self._write(job, **update)
 
     async def put_by_key(

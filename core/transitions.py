@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,6 +22,7 @@ from core.faults import FAULTS
 from core.leads import MISSED, Leads, missed, start_by
 from core.models import DrainReport, ExecutionRef, Job, JobState
 from core.ports import Backend, JobStore
+from core.records import Record
 from core.reservations import freed
 from core.webhooks.subscriptions import Subscriptions
 
@@ -70,14 +71,14 @@ class Transitions:
 
     # -- writes ------------------------------------------------------------------------------
 
-    async def _write(self, job: Job, **changes: Any) -> Job:
-        """Compare-and-set `changes` onto `job`, with the events they make (core/events.py) in
-        the same write; raises Conflict when someone else moved first. A write that only
-        recorded the bot's own report (its status) is no move of the job's: `changes` go onto
-        the job as it is now instead."""
+    async def _write(self, job: Job, *, slots: Sequence[Record] = (), **changes: Any) -> Job:
+        """Compare-and-set `changes` onto `job`, with the events they make (core/events.py) and
+        `slots` (new records: core/moves.py) in the same write; raises Conflict when someone
+        else moved first (or a slot is taken). A write that only recorded the bot's own report
+        (its status) is no move of the job's: `changes` go onto the job as it is now instead."""
         for _ in range(REBASES):
             try:
-                return await self._write_once(job, **changes)
+                return await self._write_once(job, slots=slots, **changes)
             except Conflict:
                 current = await self.store.get(job.id)
                 if current is None or not only_bot_reported(job, current):
@@ -85,12 +86,12 @@ class Transitions:
                 job = current
         raise Conflict(f"job {job.id} was changed concurrently", id=job.id)
 
-    async def _write_once(self, job: Job, **changes: Any) -> Job:
+    async def _write_once(self, job: Job, *, slots: Sequence[Record] = (), **changes: Any) -> Job:
         assert job.version is not None, "only stored jobs can be updated"
         changes.setdefault("updatedAt", self.clock())
         new = job.model_copy(update=changes)
         new, events = outbox(job, new, changes["updatedAt"], await self.subscriptions.wanted(new))
-        written = await self.store.update(new, job.version, events)
+        written = await self.store.update(new, job.version, [*events, *slots])
         if events:
             self.outbox_written.set()
         return written

@@ -2,8 +2,10 @@
 
 `gcloud functions deploy` and `func azure functionapp publish` both install requirements.txt at
 the source root: the base dependencies, then the `gcp` and `azure` extras (each platform installs
-the other's SDKs too, but imports only its own, lazily), and functions-framework, which every
-Cloud Function needs (added only when no extra lists it), in pyproject's order, each project once.
+the other's SDKs too, but imports only its own, lazily), the `postgres` extra (psycopg: the
+postgres store on Cloud SQL or Azure Database for PostgreSQL, loaded only when it is the store),
+and functions-framework, which every Cloud Function needs (added only when no extra lists it), in
+pyproject's order, each project once.
 
 Each line gets an upper bound: the next major version after the one the tests run on (CEILINGS),
 so a deploy never installs a release with breaking changes nobody has tested. A requirement with
@@ -24,7 +26,7 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-EXTRAS = ("gcp", "azure")
+EXTRAS = ("gcp", "azure", "postgres")
 # Every Cloud Function needs the framework: added when no extra lists it.
 FRAMEWORK = "functions-framework>=3.10"
 HEADER = (
@@ -49,6 +51,8 @@ CEILINGS = {
     "azure-data-tables": "13",
     "aiohttp": "4",
     "azure-identity": "2",
+    "psycopg": "4",
+    "psycopg-pool": "4",
 }
 
 

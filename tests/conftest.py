@@ -11,6 +11,7 @@ from tests.azurite_env import AzuriteEnv, AzuriteUnavailable, start_azurite
 from tests.ci import unavailable
 from tests.gcloud_env import EmulatorUnavailable, FirestoreEmulator, start_firestore
 from tests.podman_env import PodmanEnv, PodmanUnavailable, start_podman
+from tests.postgres_env import PostgresEnv, PostgresUnavailable, start_postgres
 
 
 @pytest.fixture(scope="session")
@@ -57,6 +58,21 @@ def firestore_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fir
             raise EmulatorUnavailable("google-cloud-firestore is missing: pip install -e '.[gcp]'")
         env = start_firestore(tmp_path_factory.mktemp("firestore"))
     except EmulatorUnavailable as exc:
+        unavailable(exc)
+    try:
+        yield env
+    finally:
+        env.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresEnv]:
+    """A private PostgreSQL server for the whole session (`make test` installs Debian's
+    postgresql when `initdb` is missing), with a password-authenticated role for the tests.
+    Without it (or psycopg) this skips, except in CI (`CI` set), where it fails."""
+    try:
+        env = start_postgres()
+    except PostgresUnavailable as exc:
         unavailable(exc)
     try:
         yield env

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -74,3 +75,45 @@ def server_env(data_dir: Path, port: int, bot_command: str) -> dict[str, str]:
         "BOT_COMMAND": bot_command,
         "BOT_STOP_GRACE_SECONDS": "5",
     }
+
+
+class ServeProcess:
+    """`botsched serve` (or `argv`) in a subprocess on `data_dir`, its output in server.log:
+    started until healthy, closed with its bots (the process backend's runs under
+    data_dir/runs). Tests subclass it with their own submits and reads."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str], port: int, argv: list[str]) -> None:
+        import httpx  # the tests' HTTP client; not every user of this module needs it
+
+        self.data_dir, self.env, self.port, self.argv = data_dir, env, port, argv
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = data_dir / "server.log"
+        self.http = httpx.Client(base_url=self.url, timeout=10)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 20.0) -> ServeProcess:
+        import pytest
+
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                self.argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
+        failed = wait_healthy(self.proc, self.healthy, timeout)
+        if failed:
+            pytest.fail(f"server {failed}:\n{self.log()[-5000:]}")
+        return self
+
+    def healthy(self) -> bool:
+        return self.http.get("/health").status_code == 200
+
+    def close(self) -> None:
+        if self.proc is not None:
+            terminate(self.proc)
+        for pid_file in (self.data_dir / "runs").glob("*/pid"):  # bots still running
+            if not pid_file.with_name("exit").exists():
+                with contextlib.suppress(OSError, ValueError):
+                    os.killpg(int(pid_file.read_text()), signal.SIGKILL)
+        self.http.close()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")

@@ -76,8 +76,12 @@ class MemoryRecords:
             raise Conflict("a record with this key already exists")
 
     def _insert(self, records: Sequence[Record]) -> None:
+        texts: dict[int, str] = {}  # one JSON text per data object (a job's slots share theirs)
         for record in records:
-            self._write(record)
+            text = texts.get(id(record.data))
+            if text is None:
+                text = texts[id(record.data)] = json.dumps(record.data)
+            self._write(record, text)
 
     def _check_put(self, record: Record, expected_version: str | None) -> None:
         kept = self._record_data.get((record.kind, record.key))
@@ -88,8 +92,9 @@ class MemoryRecords:
         if kept is not None and str(kept[2]) != expected_version:
             raise Conflict(f"{record.kind} {record.key} was changed concurrently")
 
-    def _write(self, record: Record) -> int:
-        """Keep `record`; returns its new version."""
+    def _write(self, record: Record, text: str | None = None) -> int:
+        """Keep `record` (`text`: its data's JSON, when the caller has it); returns its new
+        version."""
         old = self._record_data.get((record.kind, record.key))
         version = next(self._record_versions)
         if old is None:
@@ -98,7 +103,8 @@ class MemoryRecords:
             self._record_dues[record.kind].remove(_due_key(old[1], record.key))
         if record.due is not None:
             self._record_dues[record.kind].add(_due_key(record.due, record.key))
-        self._record_data[record.kind, record.key] = (json.dumps(record.data), record.due, version)
+        data = text if text is not None else json.dumps(record.data)
+        self._record_data[record.kind, record.key] = (data, record.due, version)
         return version
 
 

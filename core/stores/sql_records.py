@@ -95,10 +95,11 @@ def new_version() -> int:
     return secrets.randbits(VERSION_BITS) + 1
 
 
-def insert_params(record: Record, version: int | None = None) -> Row:
-    """For INSERT_SQL and INSERT_AFTER_SQL (`version`: new_version() when None)."""
+def insert_params(record: Record, version: int | None = None, text: str | None = None) -> Row:
+    """For INSERT_SQL and INSERT_AFTER_SQL (`version`: new_version() when None; `text`: the
+    data's JSON when the caller has it)."""
     number = new_version() if version is None else version
-    return (record.kind, record.key, record.due, number, _json(record))
+    return (record.kind, record.key, record.due, number, text or _json(record))
 
 
 def delete_error(kind: str, key: str) -> Conflict:
@@ -152,12 +153,18 @@ def put_record(db: sqlite3.Connection, record: Record, expected_version: str | N
 
 
 def insert_records(db: sqlite3.Connection, records: Sequence[Record]) -> None:
-    """Insert new records (Conflict when a key is taken; the caller's transaction rolls back)."""
+    """Insert new records, in one statement run (Conflict naming the first record whose key is
+    taken; the caller's transaction rolls back)."""
+    texts: dict[int, str] = {}  # one JSON text per data object (a job's slots share theirs)
+    rows = []
     for record in records:
-        try:
-            db.execute(INSERT_SQL, insert_params(record))
-        except sqlite3.IntegrityError:
-            raise exists_error(record) from None
+        text = texts.get(id(record.data)) or texts.setdefault(id(record.data), _json(record))
+        rows.append(insert_params(record, text=text))
+    before = db.total_changes
+    try:
+        db.executemany(INSERT_SQL, rows)
+    except sqlite3.IntegrityError:
+        raise exists_error(records[db.total_changes - before]) from None
 
 
 def get_record(db: sqlite3.Connection, kind: str, key: str) -> Record | None:

@@ -247,8 +247,13 @@ async def test_an_admin_key_sees_every_tenant_in_metrics(admin_api: Api) -> None
     assert 'botsched_events_total{event="submitted"} 3' in response.text
 
 
-async def test_an_admin_key_is_no_tenant_key(admin_api: Api) -> None:
-    response = await admin_api.client.get(JOBS, headers={"X-API-Key": ADMIN_KEY})
+async def test_an_admin_key_reads_every_tenant_and_changes_nothing(admin_api: Api) -> None:
+    admin = {"X-API-Key": ADMIN_KEY}
+    jobs = (await admin_api.client.get(JOBS, headers=admin)).json()["jobs"]
+    assert sorted(job["tenant"] for job in jobs) == ["tenantA", "tenantA", "tenantB"]
+    response = await admin_api.client.delete(f"{JOBS}/{jobs[0]['id']}", headers=admin)
+    assert_error(response, 401, "unauthorized")
+    response = await admin_api.client.post(JOBS, json={"meetingUrl": URL}, headers=admin)
     assert_error(response, 401, "unauthorized")
 
 

@@ -153,6 +153,35 @@ async def test_patch_checks_values_as_a_submit_does(api: Api, body: Any, needle:
     assert await types(api, job["id"]) == ["job.queued"]
 
 
+async def test_patch_into_a_full_window_warns_or_is_409_overbooked(make_api: MakeApi) -> None:
+    """A moved job takes the slots of its new window (core/moves.py): with one slot, a move onto
+    another job's window holds none (overbooking queue: said in `warnings`), or is refused."""
+    for overbooking in ("queue", "reject"):
+        env = {"SCHEDULER_MAX_CONCURRENT_JOBS": "1", "SCHEDULER_OVERBOOKING": overbooking}
+        api = await make_api(env)
+        job = await api.submit(meetingUrl=meeting(1), joinAt=later(hours=1))
+        taken = await api.submit(meetingUrl=meeting(2), joinAt=later(hours=5))
+        response = await patch(api, job["id"], joinAt=taken["joinAt"])
+        if overbooking == "queue":
+            assert response.status_code == 200, response.text
+            (warning,) = response.json()["warnings"]
+            assert "queued without a reserved slot" in warning
+        else:
+            assert "earliest joinAt" in assert_error(response, 409, "overbooked")
+            earliest = datetime.fromisoformat(response.json()["earliestStart"])
+            assert earliest > at(taken, "joinAt")
+            assert (await api.stored(job["id"])).joinAt == at(job, "joinAt")
+
+
+async def test_patch_onto_a_meeting_another_job_has_a_bot_for_is_409(api: Api) -> None:
+    first = await api.submit(meetingUrl=meeting(3), joinAt=later(hours=1))
+    second = await api.submit(meetingUrl=meeting(3), joinAt=later(hours=6))
+    response = await patch(api, second["id"], joinAt=later(hours=1, minutes=10))
+    assert first["id"] in assert_error(response, 409, "meeting_taken")
+    assert response.json()["jobId"] == first["id"]
+    assert (await patch(api, second["id"], joinAt=later(hours=4))).status_code == 200
+
+
 # -- PUT by key ------------------------------------------------------------------------------
 
 

@@ -33,7 +33,8 @@ def test_only_the_entry_and_the_two_packages(script: ModuleType) -> None:
 def test_builds_once_then_only_what_changed(script: ModuleType, tmp_path: Path) -> None:
     target = tmp_path / "build"
     written, removed = script.build(target)
-    assert sorted(written) == sorted(script.sources()) and removed == []
+    assert sorted(written) == sorted(script.wanted_files()) and removed == []
+    assert sorted(script.wanted_files()) == sorted([*script.sources(), script.BUNDLED])
     assert (target / "handlers" / "cloudflare.py").read_bytes() == (
         ROOT / "handlers" / "cloudflare.py"
     ).read_bytes()
@@ -47,6 +48,40 @@ def test_builds_once_then_only_what_changed(script: ModuleType, tmp_path: Path) 
     assert written == ["core/api.py"]
     assert sorted(removed) == ["core/gone.py", "tests/test_x.py"]
     assert not (target / "tests").exists()
+
+
+def test_the_console_files_are_bundled_as_a_module_the_console_serves(
+    script: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Worker bundles Python modules only: its build carries the console's files in
+    core/console/bundled_static.py, and the console serves them from it when static/ is absent."""
+    target = tmp_path / "build"
+    script.build(target)
+    namespace: dict[str, object] = {}
+    exec((target / script.BUNDLED).read_text(), namespace)
+    bundled = namespace["FILES"]
+    static = ROOT / "core" / "console" / "static"
+    assert bundled == {p.name: p.read_text() for p in static.iterdir()}
+
+    from core.console import pages
+
+    module = ModuleType("core.console.bundled_static")
+    module.FILES = bundled  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "core.console.bundled_static", module)
+    monkeypatch.setattr(pages, "STATIC", tmp_path / "no-static")
+    for cached in (pages.contents, pages.hashed_names, pages.files, pages.page):
+        cached.cache_clear()
+    try:
+        page = pages.page().content.decode()
+        assert "not part of this build" not in page
+        served = pages.files()
+        assert {f.content for f in served.values()} == {
+            (static / name).read_bytes() for name in pages.FILES
+        }
+        assert all(f'"console/assets/{name}"' in page for name in served)
+    finally:
+        for cached in (pages.contents, pages.hashed_names, pages.files, pages.page):
+            cached.cache_clear()
 
 
 def test_check_reports_a_stale_build(script: ModuleType) -> None:

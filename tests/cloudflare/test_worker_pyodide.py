@@ -70,6 +70,7 @@ SCENARIO: dict[str, Any] = {
         {"fetch": {"path": "/api/scheduler/jobs?limit=10", "headers": AUTH}},  # 16
         {"calls": True},  # 17
         {"sql": "SELECT id, status, version FROM jobs ORDER BY priority DESC"},  # 18
+        {"fetch": {"path": "/console"}},  # 19: the console, from the build's bundled files
     ],
 }
 
@@ -150,3 +151,10 @@ def test_jobs_are_kept_in_d1(transcript: list[dict[str, Any]]) -> None:
     rows = transcript[18]["results"]
     assert [row["status"] for row in rows] == ["failed", "completed", "completed"]
     assert all(int(row["version"]) >= 3 for row in rows)
+
+
+def test_the_console_is_served_from_the_bundled_files(transcript: list[dict[str, Any]]) -> None:
+    page = transcript[19]
+    assert page["status"] == 200 and page["contentType"].startswith("text/html")
+    assert "not part of this build" not in page["body"]
+    assert 'src="console/assets/main.' in page["body"]  # named by the hash of the bundled file

@@ -2,7 +2,9 @@
 
 A new store joins the contract by adding its name to STORES and a branch to `_build`. The
 azure_table store runs on a private Azurite (tests/azurite_env.py), started once per session;
-the firestore store on a private Firestore emulator (tests/gcloud_env.py), likewise.
+the firestore store on a private Firestore emulator (tests/gcloud_env.py), likewise; the
+postgres store on a private PostgreSQL server (tests/postgres_env.py), each store in a fresh
+schema of its own.
 """
 
 from __future__ import annotations
@@ -22,13 +24,15 @@ from core.stores.azure_table import AzureTableStore
 from core.stores.d1 import D1Store
 from core.stores.firestore import FirestoreStore
 from core.stores.memory import MemoryStore
+from core.stores.postgres import PostgresStore
 from core.stores.sqlite import SqliteStore
 from tests.azurite_env import AzuriteEnv
 from tests.d1_fake import D1Database
 from tests.gcloud_env import FirestoreEmulator
+from tests.postgres_env import PostgresEnv
 
 BASE = datetime(2025, 3, 1, 12, 0, 0, 123000, tzinfo=UTC)
-STORES = ["memory", "sqlite", "azure_table", "firestore", "d1"]
+STORES = ["memory", "sqlite", "azure_table", "firestore", "d1", "postgres"]
 
 MakeJob = Callable[..., Job]
 
@@ -73,6 +77,9 @@ def _build(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> JobStor
         )
     if name == "d1":
         return D1Store(D1Database(tmp_path / "d1.db"))
+    if name == "postgres":
+        server: PostgresEnv = request.getfixturevalue("postgres")
+        return PostgresStore(server.fresh_url(), migrate=True)
     raise ValueError(f"unknown store {name}")
 
 

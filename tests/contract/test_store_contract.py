@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import sys
+from collections.abc import AsyncIterator
 from datetime import timedelta, timezone
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from core.errors import Conflict, DuplicateKey, NotFound
 from core.models import ExecutionRef, Job, JobState
 from core.ports import JobStore
 from core.stores.sqlite import ACTIVE_SQL, DUE_SQL, EXPIRING_SQL, SqliteStore, list_sql
-from tests.contract.conftest import BASE, MakeJob
+from tests.contract.conftest import BASE, STORES, MakeJob, every_store
 
 NOW = BASE + timedelta(hours=1)
 
@@ -357,7 +358,22 @@ async def test_duplicate_id_is_refused(store: JobStore, make_job: MakeJob) -> No
 # -- leases --
 
 
-async def test_leases(store: JobStore) -> None:
+# the stores whose leases keep the caller's time; Postgres keeps the database's (its own lease
+# tests: tests/contract/test_postgres.py)
+CALLER_CLOCK_STORES = [name for name in STORES if name != "postgres"]
+
+
+@pytest.fixture(params=CALLER_CLOCK_STORES)
+async def caller_clock_store(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[JobStore]:
+    async with every_store(request, tmp_path) as built:
+        yield built
+
+
+async def test_leases(caller_clock_store: JobStore) -> None:
+    store = caller_clock_store
+
     def at(seconds: int) -> timedelta:
         return timedelta(seconds=seconds)
 

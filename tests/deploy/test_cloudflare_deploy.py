@@ -71,8 +71,9 @@ def dry_run(tools: Toolchain, cwd: Path, outdir: Path) -> DryRun:
 
 
 def expected_modules() -> set[str]:
-    """What the build step copies: the entry shim and every module of core/ and handlers/."""
-    found = {"worker.py"}
+    """What the build step copies: the entry shim and every module of core/ and handlers/, and
+    the one it writes: the console's files as a module."""
+    found = {"worker.py", "core/console/bundled_static.py"}
     for package in ("core", "handlers"):
         for path in (ROOT / package).rglob("*.py"):
             if "__pycache__" not in path.parts:

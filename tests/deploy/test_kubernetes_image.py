@@ -106,10 +106,10 @@ def test_the_build_context_has_what_the_dockerfile_copies_and_no_more() -> None:
 def test_the_entry_point_is_the_packages_command() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["scripts"]["botsched"] == "core.cli:main"
-    assert "kubernetes" in project["optional-dependencies"]
+    assert {"kubernetes", "postgres"} <= set(project["optional-dependencies"])
     text = DOCKERFILE.read_text()
     assert 'ENTRYPOINT ["botsched"]' in text and 'CMD ["serve"]' in text
-    assert '".[kubernetes]"' in text
+    assert '".[kubernetes,postgres]"' in text  # the postgres store: several replicas
 
 
 @pytest.mark.parametrize("variable", ["HOST=0.0.0.0", "PORT=8080", "SCHEDULER_DATA_DIR=/data"])

@@ -5,11 +5,8 @@ meet-teams bot does; the reports become the job's `botStatus` and `bot.*` events
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import shlex
-import signal
 import subprocess
 import sys
 import threading
@@ -19,10 +16,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.processes import clean_env, free_port, server_env, terminate, wait_healthy
+from tests.processes import ServeProcess, clean_env, free_port, server_env
 
 pytestmark = pytest.mark.e2e
 
@@ -39,49 +35,19 @@ BOT_EVENTS = [
 ]
 
 
-class Server:
+class Server(ServeProcess):
     """`botsched serve` on a data directory. Its bot keeps the config it was given in
     `configs/<job id>.json` (to know the token), then runs the demo bot."""
 
     def __init__(self, data_dir: Path, bot_seconds: float, *argv: str, **env: str) -> None:
-        self.data_dir = data_dir
         self.configs = data_dir / "configs"
         self.configs.mkdir(parents=True)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        port = free_port()
         keep = f'printenv BOT_CONFIG > "{self.configs}/$JOB_ID.json"; exec "$@"'
         demo = [sys.executable, "-m", "core.demo_bot"]
         bot = ["env", f"DEMO_BOT_SECONDS={bot_seconds}", "sh", "-c", keep, "sh", *demo]
-        self.env = {**server_env(data_dir, self.port, shlex.join(bot)), **env}
-        self.argv = [sys.executable, "-m", "core.cli", "serve", *argv]
-        self.log_path = data_dir / "server.log"
-        self.http = httpx.Client(base_url=self.url, timeout=10)
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 20.0) -> Server:
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                self.argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
-            )
-        failed = wait_healthy(self.proc, self.healthy, timeout)
-        if failed:
-            pytest.fail(f"server {failed}:\n{self.log()}")
-        return self
-
-    def healthy(self) -> bool:
-        return self.http.get("/health").status_code == 200
-
-    def close(self) -> None:
-        if self.proc is not None:
-            terminate(self.proc)
-        for pid_file in (self.data_dir / "runs").glob("*/pid"):  # bots still running
-            if not pid_file.with_name("exit").exists():
-                with contextlib.suppress(OSError, ValueError):
-                    os.killpg(int(pid_file.read_text()), signal.SIGKILL)
-        self.http.close()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        served = {**server_env(data_dir, port, shlex.join(bot)), **env}
+        super().__init__(data_dir, served, port, [sys.executable, "-m", "core.cli", "serve", *argv])
 
     def submit(self, **spec: Any) -> dict[str, Any]:
         response = self.http.post(JOBS, json={"meetingUrl": MEETING, **spec})

@@ -36,6 +36,7 @@ dependencies = ["starlette>=0.40", "pydantic>=2.7"]
 [project.optional-dependencies]
 gcp = ["google-cloud-firestore>=2.16", "Pydantic>=2.8", "google_cloud_run>=0.10"]
 azure = ["azure-functions>=1.21", "azure-data-tables>=12.5"]
+postgres = ["psycopg[binary]>=3.2", "psycopg-pool>=3.2"]
 aws = ["mangum>=0.17"]
 """
 
@@ -65,6 +66,8 @@ def test_the_requirements_are_the_dependencies_the_extras_and_the_framework(
         "google_cloud_run>=0.10,<1",
         "azure-functions>=1.21,<2",
         "azure-data-tables>=12.5,<13",
+        "psycopg[binary]>=3.2,<4",
+        "psycopg-pool>=3.2,<4",
         gen.FRAMEWORK + ",<4",  # every function needs it: added when no extra lists it
     ]
 

@@ -4,9 +4,8 @@ in test_reservations.py."""
 
 from __future__ import annotations
 
-from core.dispatch import Budget
 from core.models import Job
-from core.reserved_budget import Reserved, ReservedBudget
+from core.reserved_budget import Budget, Reserved, ReservedBudget
 from tests.contract.conftest import make_job
 from tests.unit.conftest import T0, settings
 

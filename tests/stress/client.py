@@ -83,10 +83,15 @@ class Api:
         return job_id
 
     async def submit_all(
-        self, total: int, burst: int, seed: int, overruns: frozenset[int] = frozenset()
+        self,
+        total: int,
+        burst: int,
+        seed: int,
+        overruns: frozenset[int] = frozenset(),
+        gap: float = BURST_GAP,
     ) -> dict[str, str]:
-        """`total` jobs in bursts of `burst` parallel POSTs, tenants round-robin, the indexes in
-        `overruns` overrunning; returns job id -> tenant."""
+        """`total` jobs in bursts of `burst` parallel POSTs, at most `gap` seconds apart,
+        tenants round-robin, the indexes in `overruns` overrunning; returns job id -> tenant."""
         tenants = list(self.keys)
         owner: dict[str, str] = {}
         for first in range(0, total, burst):
@@ -97,7 +102,7 @@ class Api:
                 *(self.submit(i, tenant, seed, i in overruns) for i, tenant in pairs)
             )
             owner.update(zip(ids, picked, strict=True))
-            await asyncio.sleep(BURST_GAP * self.rng.random())
+            await asyncio.sleep(gap * self.rng.random())
         return owner
 
     async def cancel(self, job_id: str, tenant: str) -> None:

@@ -1,11 +1,12 @@
 """Stress the scheduler in its production topology and measure its promises from the bots' side.
 
 A run starts real `botsched serve` and `botsched drain` processes on one store (SQLite file,
-Azurite table, Firestore emulator collection, or one in-memory server), with the process backend
-running tests/stress/bot.py as the bot. It submits jobs in bursts of parallel POSTs, injects
-faults (BOTSCHED_FAULTS, clock skew, external SIGKILLs, every dead process restarted), waits
-until every job is final, then reads the bots' own log: how many bots were alive at once (in
-all and per tenant), which jobs got two bots, which were lost, which bots outlived their job.
+Azurite table, Firestore emulator collection, PostgreSQL schema, or one in-memory server), with
+the process backend running tests/stress/bot.py as the bot. It submits jobs in bursts of
+parallel POSTs, injects faults (BOTSCHED_FAULTS, clock skew, external SIGKILLs, every dead
+process restarted), waits until every job is final, then reads the bots' own log: how many bots
+were alive at once (in all and per tenant), which jobs got two bots, which were lost, which bots
+outlived their job.
 
 Used by tests/stress/test_topology.py (small fixed scenarios) and bench/stress.py (big ones).
 """
@@ -19,14 +20,15 @@ import shlex
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.stress.analysis import BotRun, JobView, Result, fill, parse_log, settle_unended
-from tests.stress.client import Api, ApiError, Progress
+from tests.stress.client import BURST_GAP, Api, Progress
 from tests.stress.procs import BOT, ROOT, Fleet, base_env, make_fleet
 
-STORES = ("sqlite", "azure_table", "firestore", "memory")
+STORES = ("sqlite", "azure_table", "firestore", "postgres", "memory")
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class Scenario:
     per_tenant: int = 0  # 0: no per-tenant cap
     tenants: int = 3
     burst: int = 10  # parallel POSTs at a time
+    burst_gap: float = BURST_GAP  # at most this many seconds between bursts
     bot_seconds: str = "0.3-1.2"  # a number, or a uniform `low-high` range
     faults: str = ""  # BOTSCHED_FAULTS for the drain processes
     serve_faults: bool = False  # the serve processes get BOTSCHED_FAULTS too
@@ -100,6 +103,12 @@ def firestore_env(host: str, project: str) -> dict[str, str]:
         "GCP_PROJECT_ID": project,
         "FIRESTORE_COLLECTION": collection,
     }
+
+
+def postgres_env(url: str) -> dict[str, str]:
+    """The settings for a PostgreSQL database (or schema) no other run uses; the processes
+    migrate it when they start."""
+    return {"DATABASE_URL": url, "SCHEDULER_POSTGRES_MIGRATE": "auto"}
 
 
 @dataclass(frozen=True)
@@ -186,14 +195,20 @@ async def cancel_now_and_then(
         await api.cancel(job_id, owner[job_id])
 
 
+Disruption = Callable[[], Awaitable[None]]
+
+
 async def run(
     scenario: Scenario,
     workdir: Path,
     store_env: dict[str, str] | None = None,
     progress: Progress | None = None,
+    during: Disruption | None = None,
 ) -> Result:
     """Run `scenario` in `workdir` (store settings from `store_env` for the cloud stores) and
-    measure it. Every process and every bot it started is gone when it returns."""
+    measure it; `during` runs beside the load from the start (e.g. restarts the database) and
+    is cancelled once every job is final. Every process and every bot it started is gone when
+    it returns."""
     scenario.check()
     layout = Layout(workdir).make()
     fleet = build_fleet(scenario, layout, store_env or {})
@@ -206,7 +221,7 @@ async def run(
     views: dict[str, JobView] = {}
     try:
         await fleet.start()
-        views = await drive(scenario, fleet, api, result, rng, progress)
+        views = await drive(scenario, fleet, api, result, rng, progress, during)
     finally:
         await fleet.stop()
         await api.close()
@@ -226,6 +241,7 @@ async def drive(
     result: Result,
     rng: random.Random,
     progress: Progress | None,
+    during: Disruption | None = None,
 ) -> dict[str, JobView]:
     """Submit, fault, wait for every job to be final, settle; the jobs as the API shows them."""
     deadline = time.monotonic() + scenario.timeout
@@ -233,9 +249,13 @@ async def drive(
         asyncio.create_task(fleet.supervise()),
         asyncio.create_task(kill_now_and_then(fleet, scenario, rng)),
     ]
+    if during is not None:
+        tasks.append(asyncio.create_task(during()))
     overruns = frozenset(rng.sample(range(scenario.jobs), scenario.overruns))
     try:
-        owner = await api.submit_all(scenario.jobs, scenario.burst, scenario.seed, overruns)
+        owner = await api.submit_all(
+            scenario.jobs, scenario.burst, scenario.seed, overruns, scenario.burst_gap
+        )
         tasks.append(asyncio.create_task(cancel_now_and_then(api, owner, scenario, rng)))
         left = max(deadline - time.monotonic(), 0.0)
         result.timed_out = not await api.wait_final(len(owner), left, progress)
@@ -246,8 +266,8 @@ async def drive(
         for task in tasks:
             task.cancel()
         ended = await asyncio.gather(*tasks, return_exceptions=True)
-    for error in ended:
-        if isinstance(error, ApiError):
+    for error in ended:  # the disruption's own failure too (a restart that failed)
+        if isinstance(error, Exception):  # not CancelledError: a BaseException
             raise error
     return views
 
@@ -265,5 +285,6 @@ __all__ = [
     "Scenario",
     "azure_table_env",
     "firestore_env",
+    "postgres_env",
     "run",
 ]

@@ -15,7 +15,10 @@ import handlers
 from core.runtime import BACKENDS, STORES
 
 ROOT = Path(__file__).resolve().parents[2]
-HEAVY = ("grpc", "google", "azure", "kubernetes", "boto3", "botocore", "uvicorn", "mangum", "yaml")
+HEAVY = (
+    "grpc", "google", "azure", "kubernetes", "boto3", "botocore", "uvicorn", "mangum", "yaml",
+    "psycopg", "psycopg_pool", "psycopg_binary",
+)  # fmt: skip
 
 
 def test_core_and_handlers_resolve_inside_the_repository() -> None:
@@ -28,6 +31,8 @@ def test_core_and_handlers_resolve_inside_the_repository() -> None:
 def test_console_script_and_extras_are_declared() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["name"] == "bot-scheduler"
+    postgres = " ".join(project["optional-dependencies"]["postgres"])
+    assert "psycopg[binary]" in postgres and "psycopg-pool" in postgres
     assert project["scripts"]["botsched"] == "core.cli:main"
     assert project["requires-python"] == ">=3.11"
 
@@ -37,7 +42,7 @@ def test_importing_the_api_loads_no_cloud_sdk() -> None:
     # (google's, installed by functions-framework) may load empty `google` modules at startup.
     code = (
         "import sys, json; before = set(sys.modules); "
-        "import core.api, core.runtime, handlers.local, handlers.aws; "
+        "import core.api, core.runtime, core.preflight, core.cli, handlers.local, handlers.aws; "
         "new = set(sys.modules) - before; "
         f"print(json.dumps(sorted(m for m in new if m.split('.')[0] in {HEAVY!r})))"
     )
@@ -48,7 +53,10 @@ def test_importing_the_api_loads_no_cloud_sdk() -> None:
 
 
 # Every SDK a store or backend may use, and what comes with them.
-SDKS = ("grpc", "google", "proto", "azure", "aiohttp", "msal", "yaml", "kubernetes", "mangum")
+SDKS = (
+    "grpc", "google", "proto", "azure", "aiohttp", "msal", "yaml", "kubernetes", "mangum",
+    "psycopg", "psycopg_pool", "psycopg_binary",
+)  # fmt: skip
 MODULES = sorted({module for module, _, _ in (*STORES.values(), *BACKENDS.values())})
 
 
@@ -81,7 +89,10 @@ ENTRY_POINTS = [
     "function_app",
     "main",
 ]
-CLOUD_SDKS = ("grpc", "proto", "aiohttp", "msal", "boto3", "botocore", "mangum", "kubernetes")
+CLOUD_SDKS = (
+    "grpc", "proto", "aiohttp", "msal", "boto3", "botocore", "mangum", "kubernetes",
+    "psycopg", "psycopg_pool", "psycopg_binary",
+)  # fmt: skip
 CLOUD_SDK_PACKAGES = (
     "google.cloud.firestore",
     "google.cloud.run",
@@ -132,3 +143,45 @@ def test_importing_an_entry_point_loads_no_sdk_and_nothing_of_the_first_request(
     ]
     assert sdks == []
     assert [name for name in loaded if _under(name, FIRST_REQUEST)] == []
+    assert [name for name in loaded if _under(name, ("core.console",))] == []
+
+
+# The console (core/console/) is loaded by its own first request, never by the app or the API's.
+CONSOLE_LOADS = """
+import asyncio, json, sys
+import httpx
+from core.api import create_app
+from core.config import Settings
+
+settings = Settings.from_env({"SCHEDULER_STORE": "memory", "SCHEDULER_DATA_DIR": sys.argv[1]})
+app = create_app(settings)
+
+async def statuses(*paths):
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        return [(await client.get(path)).status_code for path in paths]
+
+api = asyncio.run(statuses("/", "/health", "/api/scheduler/stats", "/api/scheduler/jobs"))
+before = sorted(name for name in sys.modules if name.startswith("core.console"))
+console = asyncio.run(statuses("/console"))
+print(json.dumps([api, before, console, "core.console.pages" in sys.modules]))
+"""
+
+
+def test_the_console_is_loaded_by_its_first_request_only(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", CONSOLE_LOADS, str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(out.stdout) == [[200, 200, 200, 200], [], [200], True]
+
+
+def test_the_consoles_files_are_package_data() -> None:
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    patterns = setuptools["package-data"]["core.console"]
+    static = ROOT / "core" / "console"
+    files = [path for path in (static / "static").iterdir() if path.is_file()]
+    assert files and all(any(path.match(p) for p in patterns) for path in files)

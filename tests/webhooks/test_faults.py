@@ -1,5 +1,5 @@
 """Deliveries through a receiver that is down, failing, hanging or gone for good, on the memory,
-SQLite and Azure Table (Azurite) stores.
+SQLite, Azure Table (Azurite) and PostgreSQL stores.
 
 "Real" in the tests' docstrings: the receiver (tests/webhooks/receiver.py: Starlette under
 uvicorn on a loopback port, in a thread of its own, verifying each Standard Webhooks signature
@@ -28,7 +28,7 @@ from tests.webhooks.harness import (
 )
 from tests.webhooks.receiver import Receiver
 
-FAULT_STORES = ["memory", "sqlite", "azure_table"]
+FAULT_STORES = ["memory", "sqlite", "azure_table", "postgres"]
 HANG_TIMEOUT = 2.0  # the attempt timeout in the test of a receiver that hangs
 on_fault_stores = pytest.mark.parametrize("store", FAULT_STORES, indirect=True)
 

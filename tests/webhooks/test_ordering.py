@@ -23,7 +23,7 @@ from tests.webhooks.harness import (
 )
 from tests.webhooks.receiver import Receiver
 
-ON_FAULT_STORES = ["memory", "sqlite", "azure_table"]
+ON_FAULT_STORES = ["memory", "sqlite", "azure_table", "postgres"]
 
 
 @pytest.mark.parametrize("store", ["memory", "sqlite"], indirect=True)
