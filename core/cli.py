@@ -82,7 +82,10 @@ def cmd_drain(args: argparse.Namespace) -> None:
         fail(exc.message, 2)
     note = " (directly: BOTSCHED_URL is not used)" if os.environ.get("BOTSCHED_URL") else ""
     print(f"botsched: draining the {store_description(settings)}{note}", file=sys.stderr)
-    asyncio.run(_drain(settings, args.once))
+    try:
+        asyncio.run(_drain(settings, args.once))
+    except SchedulerError as exc:  # the store went away between the check and the drain
+        fail(exc.message, 2)
 
 
 async def _drain(settings: Settings, once: bool) -> None:

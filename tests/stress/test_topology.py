@@ -162,6 +162,9 @@ async def test_servers_and_drainers_on_postgres_through_a_server_restart(
         return int(postgres.execute(LISTENING, (app,))[0][0])
 
     async def restart_once_bots_run() -> None:
+        # every process up (listening: past its start-up, which fails fast on a database that
+        # is down) and bots running: the restart drops live connections only
+        await until(lambda: listening() >= scenario.processes, scenario.timeout)
         await until(lambda: len(parse_log(tmp_path / "bots.log")) >= 4, scenario.timeout)
         seen["listening before"] = listening()
         seen["jobs before"] = postgres.execute(f"SELECT count(*) FROM {schema}.jobs")[0][0]
