@@ -63,8 +63,11 @@ class Listener:
         call, or the connection came back), False when the time ran out."""
         self.start()
         if not self._woken.is_set():
+            # asyncio.timeout, not wait_for: on Python 3.11, wait_for may swallow a cancel that
+            # comes as the event is set, and the caller would never stop
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._woken.wait(), max(seconds, 0.0))
+                async with asyncio.timeout(max(seconds, 0.0)):
+                    await self._woken.wait()
         woken = self._woken.is_set()
         self._woken.clear()
         return woken
@@ -123,7 +126,8 @@ class Listener:
             async for note in conn.notifies(timeout=HEARTBEAT_SECONDS):
                 if note.payload == self._schema:
                     self._woken.set()
-            await asyncio.wait_for(conn.execute(LISTEN_SQL), CHECK_SECONDS)
+            async with asyncio.timeout(CHECK_SECONDS):
+                await conn.execute(LISTEN_SQL)
 
     def _failed(self, error: BaseException, what: str) -> None:
         """Log the first failure of an outage (the later ones at debug level)."""

@@ -199,3 +199,20 @@ async def test_a_listener_with_no_server_backs_off_and_never_raises() -> None:
     finally:
         await listener.close()
     assert listener._task is None
+
+
+async def test_a_wait_cancelled_as_a_notification_comes_ends_cancelled() -> None:
+    """A drain loop cancels its wait when another wake-up came first, and at shutdown: the
+    cancel must win even when a notification comes in the same instant (with asyncio.wait_for
+    on Python 3.11 the wait would return True instead, and a loop around it never stop)."""
+    listener = Listener(f"postgresql://u:pw@127.0.0.1:{free_port()}/db")
+    try:
+        waiting = asyncio.create_task(listener.wait(30.0))
+        await asyncio.sleep(0.05)
+        listener._woken.set()
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert await listener.wait(0.0)  # the notification is kept for the next wait
+    finally:
+        await listener.close()

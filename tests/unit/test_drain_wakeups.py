@@ -26,7 +26,8 @@ class NotifyingStore:
         if self.broken:
             raise RuntimeError("the listener is broken")
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.event.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self.event.wait()
         notified = self.event.is_set()
         self.event.clear()
         return notified
@@ -42,7 +43,8 @@ class EndingBackend:
 
     async def wait_ended(self, seconds: float) -> bool:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.ended.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self.ended.wait()
         ended = self.ended.is_set()
         self.ended.clear()
         return ended
