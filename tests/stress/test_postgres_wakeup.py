@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -96,9 +96,9 @@ async def started_within(layout: Layout, job_id: str, since: float, what: str) -
     )
 
 
-async def restart(proc: Proc, stopped: Callable[[Proc], None]) -> None:
+async def restart(proc: Proc) -> None:
     """SIGTERM, then the same command again: the bots it started run on, its children no more."""
-    await asyncio.to_thread(stopped, proc)
+    await asyncio.to_thread(proc.terminate, 5.0)
     proc.start()
     await wait_ready(proc)
 
@@ -131,7 +131,7 @@ async def test_a_slot_freed_by_a_cancel_starts_the_next_job_at_once(
         assert await bot_start(layout, running) is not None
         waiting = await submit(b, "0.5")
         for proc in (a, b):
-            await restart(proc, lambda p: p.terminate(5.0))
+            await restart(proc)
         assert await bot_start(layout, waiting, seconds=1.0) is None  # the slot is taken
         cancelled_at = time.time()
         assert (await cancel(b, running))["status"] == "cancelled"
