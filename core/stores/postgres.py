@@ -40,7 +40,7 @@ from core.stores.cursor import decode_cursor, encode_cursor
 from core.stores.postgres_connections import connection, driver, open_pool, redact
 from core.stores.postgres_listen import Listener
 from core.stores.sql_records import expected_number
-from core.stores.sqlite import row_values
+from core.stores.sqlite import list_filters, row_values
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
@@ -96,14 +96,7 @@ def _job(row: Row) -> Job:
 def list_sql(
     tenant: str | None, status: JobState | None, cursor: str | None, limit: int
 ) -> tuple[str, tuple[Any, ...]]:
-    where: list[str] = []
-    params: list[Any] = []
-    if tenant is not None:
-        where.append("tenant = %s")
-        params.append(tenant)
-    if status is not None:
-        where.append("status = %s")
-        params.append(status.value)
+    where, params = list_filters(tenant, status, "%s")
     if cursor is not None:
         created_ms, job_id = decode_cursor(cursor)
         where.append("(created_ms, id) < (%s, %s)")

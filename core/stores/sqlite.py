@@ -134,15 +134,24 @@ def _job(row: Row) -> Job:
     return job
 
 
-def list_sql(tenant: str | None, status: JobState | None, cursor: str | None) -> tuple[str, Row]:
+def list_filters(
+    tenant: str | None, status: JobState | None, mark: str = "?"
+) -> tuple[list[str], list[Any]]:
+    """The WHERE terms and parameters of a listing by tenant and status (`mark`: the driver's
+    placeholder; the PostgreSQL store's is `%s`)."""
     where: list[str] = []
     params: list[Any] = []
     if tenant is not None:
-        where.append("tenant = ?")
+        where.append(f"tenant = {mark}")
         params.append(tenant)
     if status is not None:
-        where.append("status = ?")
+        where.append(f"status = {mark}")
         params.append(status.value)
+    return where, params
+
+
+def list_sql(tenant: str | None, status: JobState | None, cursor: str | None) -> tuple[str, Row]:
+    where, params = list_filters(tenant, status)
     if cursor is not None:
         created_ms, job_id = decode_cursor(cursor)
         where.append("created_ms <= ? AND (created_ms < ? OR id < ?)")
