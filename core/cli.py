@@ -1,5 +1,5 @@
 """`botsched`: run the scheduler, drain its queue, and talk to its API from a shell (jobs here;
-a job's events and the webhook endpoints in core/cli_webhooks.py).
+a job's events and the webhook endpoints in core/cli_webhooks.py, budgets in core/cli_budgets.py).
 
 Exit codes: 0 done; 1 the API answered an error (or a waited-for job did not complete);
 2 a usage error, a setting that stops serve or drain from starting, or no server to talk to.
@@ -366,9 +366,10 @@ def parser() -> argparse.ArgumentParser:
     listing.add_argument("--limit", type=int, default=50)
     listing.set_defaults(run=cmd_list)
     sub.add_parser("stats", help="queue and run counts").set_defaults(run=cmd_stats)
-    from core import cli_migrate, cli_webhooks
+    from core import cli_budgets, cli_migrate, cli_webhooks
 
     cli_webhooks.add_parsers(sub)
+    cli_budgets.add_parsers(sub)
     cli_migrate.add_parser(sub)
     return main
 

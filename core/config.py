@@ -16,8 +16,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from core.budget_policy import Policy, parse_budgets
 from core.errors import ConfigError
 from core.meeting_urls import MeetingPolicy, parse_allowed, policy
+from core.platforms import backend_caps
 from core.resources import cpu_nanos, memory_bytes
 
 # variable name -> (field name, aliases)
@@ -34,6 +36,8 @@ _VARIABLES: dict[str, tuple[str, tuple[str, ...]]] = {
     "SCHEDULER_POSTGRES_MIGRATE": ("postgres_migrate", ()),
     "SCHEDULER_MAX_CONCURRENT_JOBS": ("max_concurrent_jobs", ("MAX_JOBS",)),
     "SCHEDULER_MAX_CONCURRENT_PER_TENANT": ("max_concurrent_per_tenant", ()),
+    "SCHEDULER_BACKEND_FAILURES": ("backend_failures", ()),
+    "SCHEDULER_BACKEND_COOLDOWN_SECONDS": ("backend_cooldown_seconds", ()),
     "SCHEDULER_POLLING_INTERVAL": ("polling_interval_ms", ()),
     "SCHEDULER_CONTAINER_IMAGE": ("container_image", ("CONTAINER_IMAGE",)),
     "SCHEDULER_DEFAULT_CPU": ("default_cpu", ()),
@@ -47,6 +51,7 @@ _VARIABLES: dict[str, tuple[str, tuple[str, ...]]] = {
     "SCHEDULER_JOIN_LEAD_MARGIN_SECONDS": ("join_lead_margin_seconds", ()),
     "SCHEDULER_LATE_TOLERANCE_SECONDS": ("late_tolerance_seconds", ()),
     "SCHEDULER_EXPECTED_RUN_SECONDS": ("expected_run_seconds", ()),
+    "SCHEDULER_BUDGETS": ("budgets", ()),
     "SCHEDULER_OVERBOOKING": ("overbooking", ()),
     "SCHEDULER_MEETING_WINDOW_SECONDS": ("meeting_window_seconds", ()),
     "SCHEDULER_RESERVATION_BUCKET_SECONDS": ("reservation_bucket_seconds", ()),
@@ -125,6 +130,12 @@ class Settings(BaseModel):
     postgres_migrate: Literal["auto", "off"] = "auto"
     max_concurrent_jobs: int = Field(default=10, ge=1)
     max_concurrent_per_tenant: int = Field(default=0, ge=0)
+    # PLATFORM listing several backends (core/backends/spill.py): each one's own cap, read from
+    # SCHEDULER_MAX_CONCURRENT_JOBS_<NAME> (core/platforms.py), and when a backend whose starts
+    # keep failing is skipped (consecutive failures), for how long
+    backend_caps: dict[str, int] = Field(default_factory=dict)
+    backend_failures: int = Field(default=3, ge=1)
+    backend_cooldown_seconds: float = Field(default=300.0, ge=0)
     polling_interval_ms: int = Field(default=5000, ge=50)
     container_image: str = "meet-teams-bot:latest"
     default_cpu: str = "1"
@@ -142,6 +153,8 @@ class Settings(BaseModel):
     late_tolerance_seconds: float = Field(default=120.0, ge=0)
     # a run's length when the job has no maxRuntimeSeconds and none has been measured yet
     expected_run_seconds: float = Field(default=3600.0, gt=0)
+    # bot-minute budgets per tenant (`*`: every tenant not named): core/budgets.py
+    budgets: dict[str, Policy] = Field(default_factory=dict)
     # a scheduled submit that would overbook its window: `reject` (409 with the earliest free
     # start) or `queue` (accepted, with a warning)
     overbooking: Literal["reject", "queue"] = "queue"
@@ -258,6 +271,9 @@ class Settings(BaseModel):
             values["api_keys"] = parse_api_keys(values["api_keys"])
         if "admin_keys" in values:
             values["admin_keys"] = parse_admin_keys(values["admin_keys"])
+        values["backend_caps"] = backend_caps(env, values.get("platform", "process"))
+        if "budgets" in values:
+            values["budgets"] = parse_budgets(values["budgets"])
         if "allowed_meeting_hosts" in values:
             values["allowed_meeting_hosts"] = _allowed_hosts(values["allowed_meeting_hosts"])
         try:

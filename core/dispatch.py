@@ -8,6 +8,10 @@ last saw all of their claims (each was written before its own verifying read, an
 active until its run is gone), so it kept no more than the caps allowed. The dispatch lease in
 the store only keeps dispatchers from getting in each other's way; one dispatch is in flight per
 process, and requests that arrive meanwhile are folded into it.
+
+With PLATFORM listing several backends, each backend's own cap holds the same way: the claim
+records the backend it is assigned, and the verifying read counts the active jobs per backend
+(core/spill_slots.py).
 """
 
 from __future__ import annotations
@@ -17,12 +21,15 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
+from typing import Any
 
+from core.backends.spill import SpillBackend
 from core.errors import BackendError, Conflict, StartRefused
 from core.faults import FAULTS
 from core.leads import missed, read_ahead, ready
 from core.models import DrainReport, ExecutionRef, Job, JobState
 from core.reserved_budget import Budget, ReservedBudget, reserved_budget
+from core.spill_slots import BackendSlots
 from core.transitions import Transitions
 from core.webhooks.bot_status import new_token, token_hash, wants_callback, with_callback
 
@@ -68,9 +75,11 @@ class Dispatching(Transitions):
         return sum(results)
 
     async def _claim(self, now: datetime | None, report: DrainReport) -> list[Job]:
-        """Move due jobs to provisioning, as many as the caps seem to allow."""
+        """Move due jobs to provisioning, as many as the caps seem to allow. With several
+        backends, each claim is assigned one with room under its own cap (core/spill_slots.py)."""
         moment = self._now(now)
-        budget = await self._budget(moment)
+        active = await self.store.active()
+        budget, slots = await self._budget(moment, active), self._slots(active)
         until = moment + timedelta(seconds=self.settings.claim_ttl_seconds)
         extra = self.settings.dispatch_batch * bool(budget.per_tenant)
         claimed: list[Job] = []
@@ -79,25 +88,38 @@ class Dispatching(Transitions):
                 break
             if not budget.fits(job.tenant, job) or _past(job.deadline, moment):
                 continue
-            owned = await self._claim_one(job, until, report, self._bot_token(job))
+            backend = slots.choose(job) if slots is not None else None
+            if slots is not None and backend is None:
+                break  # no backend a job may go to has room
+            owned = await self._claim_one(job, until, report, self._bot_token(job), backend)
             if owned is not None:
                 claimed.append(owned)
                 budget.take(job.tenant)
+                if slots is not None:
+                    slots.assign(owned)
         return claimed
 
-    async def _budget(self, moment: datetime) -> ReservedBudget:
-        """Free slots under the caps beside the active jobs and the reservations of jobs not
+    async def _budget(self, moment: datetime, active: list[Job]) -> ReservedBudget:
+        """Free slots under the caps beside the `active` jobs and the reservations of jobs not
         active yet, which a claim leaves their slots (core/reserved_budget.py)."""
-        active = await self.store.active()
         base = Budget(self.settings, active)
         return await reserved_budget(self.store, self.settings, base, active, moment)
 
     async def _claim_one(
-        self, job: Job, until: datetime, report: DrainReport, token: str | None = None
+        self,
+        job: Job,
+        until: datetime,
+        report: DrainReport,
+        token: str | None = None,
+        backend: str | None = None,
     ) -> Job | None:
         """Claim `job`; with a `token`, the run this claim starts reports its status with it
-        (the job keeps its hash: core/webhooks/bot_status.py)."""
-        fields = {"botTokenHash": token_hash(token)} if token else {}
+        (the job keeps its hash: core/webhooks/bot_status.py); with a `backend` (PLATFORM lists
+        several), the claim records it as the job's, and among the job's `backends`."""
+        fields: dict[str, Any] = {"botTokenHash": token_hash(token)} if token else {}
+        if backend is not None:
+            backends = job.backends if backend in job.backends else (*job.backends, backend)
+            fields.update(backend=backend, backends=backends)
         return await self._try_write(
             job,
             report,
@@ -121,15 +143,19 @@ class Dispatching(Transitions):
         active = await self.store.active()
         mine = {job.id: job.version for job in claimed}
         unchanged = {job.id for job in active if mine.get(job.id) == job.version}
-        budget = Budget(self.settings, (job for job in active if job.id not in unchanged))
+        others = [job for job in active if job.id not in unchanged]
+        budget, slots = Budget(self.settings, others), self._slots(others)
         for job in active:  # cancelled since we claimed it: we start nothing, so it can settle
             if job.id in mine and job.status is JobState.STOPPING and job.execution is None:
                 await self._settle(job, report, claim_done=True)
         kept: list[Job] = []
         for job in claimed:
-            if job.id in unchanged and budget.fits(job.tenant):
+            fits = budget.fits(job.tenant) and (slots is None or slots.fits(job))
+            if job.id in unchanged and fits:
                 kept.append(job)
                 budget.take(job.tenant)
+                if slots is not None:
+                    slots.take(job)
             elif job.id in unchanged:
                 await self._undo(job, report)
         return kept
@@ -222,7 +248,7 @@ class Dispatching(Transitions):
         message = exc.message if isinstance(exc, BackendError) else type(exc).__name__
         log.warning("start of job %s failed: %s", job.id, message)
         try:
-            found = await self.backend.find(job.id)
+            found = await self._find(job)
         except Exception:  # cannot tell: the claim runs out and recovery asks again
             self.events["start_errors"] += 1
             return 0
@@ -254,13 +280,37 @@ class Dispatching(Transitions):
         """A queued job whose run exists takes it through a claim and the caps' verification,
         like any start; over the caps, the run is stopped instead."""
         until = self.clock() + timedelta(seconds=self.settings.claim_ttl_seconds)
-        claimed = await self._claim_one(job, until, report)
+        spill = self._spill
+        backend = spill.key_of(ref.backend) if spill is not None else None
+        claimed = await self._claim_one(job, until, report, backend=backend)
         if claimed is None:
             return  # someone else moved it: their step, or the next reconcile, handles the run
         if await self._verify([claimed], report):
             await self._record_run(claimed, ref, report)
         else:
             await self._stop_orphan(job.id, ref, report)
+
+    async def _find(self, job: Job) -> ExecutionRef | None:
+        """The run the backend has for `job` (live or finished), found by the name its start
+        gives it. With several backends, asked on every backend a claim of the job was assigned
+        (all of them when none was recorded), so that a retry never starts a second bot on
+        another backend while the first may still be starting. Raises BackendError when the
+        backend, or any one asked, cannot tell."""
+        spill = self._spill
+        if spill is None:
+            return await self.backend.find(job.id)
+        return await spill.find_in(job.id, job.backends)
+
+    @property
+    def _spill(self) -> SpillBackend | None:
+        """The backend, when PLATFORM lists several (core/backends/spill.py)."""
+        backend = self.backend
+        return backend if isinstance(backend, SpillBackend) else None
+
+    def _slots(self, holders: list[Job]) -> BackendSlots | None:
+        """Each backend's free slots beside `holders`; None with one backend."""
+        spill = self._spill
+        return BackendSlots(spill, holders) if spill is not None else None
 
     async def _stop_orphan(self, job_id: str, ref: ExecutionRef, report: DrainReport) -> None:
         log.warning("stopping run %s of job %s: no active job holds it", ref.id, job_id)

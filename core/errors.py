@@ -33,6 +33,13 @@ class Unauthorized(SchedulerError):
     code = "unauthorized"
 
 
+class Forbidden(SchedulerError):
+    """A valid API key that may not do this (a tenant's key changing budgets: an admin's job)."""
+
+    status = 403
+    code = "forbidden"
+
+
 class NotFound(SchedulerError):
     status = 404
     code = "not_found"
@@ -94,6 +101,14 @@ class Overbooked(SchedulerError):
     def __init__(self, message: str, earliest_start: str | None) -> None:
         super().__init__(message, earliestStart=earliest_start)
         self.earliest_start = earliest_start
+
+
+class BudgetExceeded(SchedulerError):
+    """A submit whose expected bot-minutes exceed what is left of its tenant's budget for the
+    day or the month (core/budgets.py): 402, with what is left and when the period resets."""
+
+    status = 402
+    code = "budget_exceeded"
 
 
 class MeetingTaken(SchedulerError):

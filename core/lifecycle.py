@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import defaultdict
 from datetime import datetime, timedelta
 
+from core.budgets import BUDGET_EXHAUSTED
 from core.dispatch import Dispatching
 from core.errors import BackendError, ExecutionLost, NotSupported
 from core.leads import missed
@@ -32,7 +34,7 @@ class Lifecycle(Dispatching):
 
     async def _recover_one(self, job: Job, now: datetime, report: DrainReport) -> None:
         try:
-            ref = await self.backend.find(job.id)
+            ref = await self._find(job)
         except BackendError as exc:  # cannot tell: the job keeps its slot until we can
             log.warning("recovery of job %s: the backend cannot tell: %s", job.id, exc.message)
             return
@@ -43,9 +45,14 @@ class Lifecycle(Dispatching):
 
     async def _poll(self, active: list[Job], now: datetime | None, report: DrainReport) -> None:
         running = [job for job in active if job.status is JobState.RUNNING and job.execution]
-        await asyncio.gather(*(self._poll_one(job, now, report) for job in running))
+        overruns: defaultdict[str, float] = defaultdict(float)  # per tenant: minutes past charges
+        for job in running:
+            overruns[job.tenant] += self.budgets.overrun(job, self._now(now))
+        await asyncio.gather(*(self._poll_one(job, now, report, overruns) for job in running))
 
-    async def _poll_one(self, job: Job, now: datetime | None, report: DrainReport) -> None:
+    async def _poll_one(
+        self, job: Job, now: datetime | None, report: DrainReport, overruns: defaultdict[str, float]
+    ) -> None:
         assert job.execution is not None
         report.polled += 1
         try:
@@ -61,6 +68,10 @@ class Lifecycle(Dispatching):
             await self._finish(job, execution, moment, report)
         elif self._overran(job, moment):
             await self._stop_overrun(job, moment, report)
+        elif self.budgets.overrun(job, moment) and await self.budgets.exhausted(
+            job, moment, overruns[job.tenant]
+        ):
+            await self._stop_spent(job, moment, report)
         elif job.statusErrors:
             await self._try_write(job, report, statusErrors=0)
 
@@ -82,6 +93,14 @@ class Lifecycle(Dispatching):
         await self._begin_stop(
             job, JobState.FAILED, report, reason=reason, error=reason, completedAt=now
         )
+
+    async def _stop_spent(self, job: Job, now: datetime, report: DrainReport) -> None:
+        """Stop a bot that ran past its charge when its tenant's budget has nothing left."""
+        error = "its tenant's bot-minute budget ran out while it ran past its charge"
+        await self._begin_stop(
+            job, JobState.FAILED, report, reason=BUDGET_EXHAUSTED, error=error, completedAt=now
+        )
+        self.events[BUDGET_EXHAUSTED] += 1
 
     async def _finish(
         self, job: Job, execution: Execution, now: datetime, report: DrainReport

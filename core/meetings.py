@@ -17,13 +17,15 @@ its new start in the write that moves it (core/moves.py).
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 from collections import OrderedDict
 from datetime import UTC, datetime
 
+from core.budgets import Budgets
 from core.config import Settings
-from core.errors import Conflict, DuplicateKey, Overbooked
+from core.errors import BudgetExceeded, Conflict, DuplicateKey, Overbooked
 from core.meeting_keys import is_platform_key, meeting_key
 from core.models import Job, JobSpec
 from core.ports import JobStore
@@ -47,6 +49,7 @@ from core.reservations import (
 
 KIND = "meeting"
 TRIES = 8  # creates of one submit: slots taken meanwhile, stale slots released
+LEDGER_RACES = 64  # creates of one submit that lost only a budget ledger chain's head
 WARNINGS_KEPT = 1024
 
 _warnings: OrderedDict[str, list[str]] = OrderedDict()
@@ -67,36 +70,49 @@ def meeting_slots(job: Job, settings: Settings) -> list[Record]:
 
 
 async def insert_job(
-    store: JobStore, settings: Settings, job: Job, events: list[Record]
+    store: JobStore, settings: Settings, job: Job, events: list[Record], budgets: Budgets
 ) -> tuple[Job, bool]:
-    """Create `job` with `events`, its meeting slots and its reservations: (the job, True); or
-    (the job that holds its dedup key, idempotency key or meeting, False). Sets its meetingKey.
-    Raises Overbooked (overbooking "reject", a bucket full) and Conflict (its id in use, or
-    slots that kept changing)."""
+    """Create `job` with `events`, its meeting slots, its reservations and its budget's charge
+    (core/budgets.py): (the job, True); or (the job that holds its dedup key, idempotency key or
+    meeting, False). Sets its meetingKey. Raises Overbooked (overbooking "reject", a bucket
+    full), BudgetExceeded, and Conflict (its id in use, or slots that kept changing)."""
     job.meetingKey = meeting_key(job.meetingUrl)
-    insert = _Insert(store, settings, job, events)
+    insert = _Insert(store, settings, job, events, budgets)
     await _sweep(store, job)
-    for attempt in range(TRIES):  # the first from the process's hints, the others from scans
+    attempt = races = 0
+    while attempt < TRIES:  # the first from the process's hints, the others from scans
         done = await insert.attempt(random.random() if attempt else 0.0, hints=attempt == 0)
         if done is not None:
             return done
+        if insert.lost_ledger and races < LEDGER_RACES:  # another submit charged first
+            races += 1
+            await asyncio.sleep(random.random() * 0.001 * races)
+            continue
+        attempt += 1
     raise Conflict("the meeting's or the window's slots kept changing; try again")
 
 
 class _Insert:
     """One submit's write of its job: the slots it takes, chosen again on each attempt."""
 
-    def __init__(self, store: JobStore, settings: Settings, job: Job, events: list[Record]):
+    def __init__(
+        self, store: JobStore, settings: Settings, job: Job, events: list[Record], budgets: Budgets
+    ):
         self.store, self.settings, self.job, self.events = store, settings, job, events
         self.slots = meeting_slots(job, settings)
+        self.budgets = budgets
+        self.lost_ledger = False
 
     async def attempt(self, spread: float, hints: bool) -> tuple[Job, bool] | None:
         """One create, with slots chosen from `spread` on; None: try again."""
         holders = Holders(self.store)
         job, settings = self.job, self.settings
+        charge = await self._charge(holders)
+        if isinstance(charge, Job):
+            return charge, False
         booking = await book(self.store, settings, job, job.createdAt, holders, spread, hints)
         queued = booking.full and self.settings.overbooking == "queue"
-        records = [*self.events, *self.slots, *([] if queued else booking.records)]
+        records = [*self.events, *self.slots, *([] if queued else booking.records), *charge]
         try:
             created = await self.store.create(self.job, records)
         except DuplicateKey as duplicate:
@@ -107,13 +123,42 @@ class _Insert:
                 return holder, False
             if await self.store.get(self.job.id) is not None:
                 raise
-            if booking.full and not queued:
+            self.lost_ledger = bool(charge) and await self.budgets.ledger.moved(charge)
+            if booking.full and not queued and not self.lost_ledger:
                 raise await overbooked(
                     self.store, self.settings, self.job, booking, holders, self.job.createdAt
                 ) from None
             return None
+        self.budgets.ledger.wrote(charge)
         _created(self.store, created, booking, queued, self.settings)
         return created, True
+
+    async def _charge(self, holders: Holders) -> list[Record] | Job:
+        """The budget's charge of the job; when its budget refuses it, the job already holding
+        its meeting is the answer instead (a repeated submit), else the refusal is raised."""
+        try:
+            return await self.budgets.charge(self.job)
+        except BudgetExceeded:
+            holder = await _meeting_holder(self.store, self.slots, holders)
+            holder = holder or await self._key_holder()
+            if holder is not None:
+                return holder
+            raise
+
+    async def _key_holder(self) -> Job | None:
+        """The job holding the refused job's idempotency or dedup key: a create that cannot
+        succeed (it carries a record that exists) says DuplicateKey first when there is one."""
+        job = self.job
+        taken = await self.budgets.taken_entry(job) if job.idempotencyKey or job.dedupKey else None
+        if taken is None:
+            return None
+        try:
+            await self.store.create(job, [taken])
+        except DuplicateKey as duplicate:
+            return duplicate.existing
+        except Conflict:
+            return None
+        raise AssertionError("a create carrying an existing ledger entry was accepted")
 
 
 def _created(store: JobStore, job: Job, booking: Booking, queued: bool, settings: Settings) -> None:

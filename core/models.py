@@ -48,7 +48,7 @@ ACTIVE_STATES = frozenset({JobState.PROVISIONING, JobState.RUNNING, JobState.STO
 
 __all__ = ["MAX_PRIORITY", "RECORDING_MODES", "JobSpec"]  # re-exported from core.spec
 PRIVATE_FIELDS = frozenset(
-    {"leaseOwner", "leaseUntil", "version", "tenant", "eventSeq", "botTokenHash"}
+    {"leaseOwner", "leaseUntil", "version", "tenant", "eventSeq", "botTokenHash", "budgetCharge"}
 )
 _PRIVATE = set(PRIVATE_FIELDS)
 EXAMPLE_ID = "8f0c2b1e-5d3a-4c7e-9a61-2f4b8d0e7c35"
@@ -106,6 +106,21 @@ class Job(JobSpec):
         description="The backend's run of the job, once one started.",
         examples=[{"backend": "process", "id": "botsched-8f0c2b1e"}],
     )
+    # PLATFORM listing several backends (core/backends/spill.py); a tuple, immutable, so that
+    # copies of a job may share it
+    backend: str | None = Field(
+        default=None,
+        description="When PLATFORM lists several backends: the backend its latest claim "
+        "assigned it, where its run is started and counted against that backend's cap. Null "
+        "with one backend.",
+        examples=[None],
+    )
+    backends: tuple[str, ...] = Field(
+        default=(),
+        description="Every backend a claim of this job was assigned, in order: where a run of "
+        "it may exist, each asked before the job is started anywhere again.",
+        examples=[[]],
+    )
     outcome: JobState | None = Field(
         default=None,
         description="In `stopping`: the final state the job takes once its run is gone.",
@@ -150,6 +165,9 @@ class Job(JobSpec):
     leaseUntil: datetime | None = None
     eventSeq: int = 0  # the events written for this job so far (core/events.py)
     botTokenHash: str | None = None  # SHA-256 of the token the bot reports its status with
+    # the bot-minutes its admission charged its tenant's budget, and on which day and month
+    # (core/budgets.py); None: its tenant had no budget when it was submitted
+    budgetCharge: dict[str, Any] | None = None
     version: str | None = None
 
     @classmethod

@@ -1,6 +1,6 @@
 """The OpenAPI document: its schemas are built from the models (so they cannot drift from what
 the server validates), its paths are in core/openapi_paths.py, the webhooks' operations and
-schemas in core/openapi_webhooks.py."""
+schemas in core/openapi_webhooks.py, the budgets' in core/openapi_budgets.py."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from core.capacity import POSITION_LIMIT
 from core.desired import SCHEDULE_FIELDS
 from core.meeting_config import MeetingRequest
 from core.models import EXAMPLE_ID, EXAMPLE_TIME, PRIVATE_FIELDS, Job, JobSpec, JobState
+from core.openapi_budgets import TAG as BUDGETS_TAG
+from core.openapi_budgets import add_budgets, budget_paths
 from core.openapi_paths import REF, SUCCESS, obj, paths, prop, ref
 from core.openapi_webhooks import bot_schemas, delivered, webhook_paths, webhook_schemas
 from core.webhook_routes import EndpointChange, EndpointSpec
@@ -231,6 +233,7 @@ def stats_schemas() -> dict[str, Any]:
         maxConcurrentJobs=prop("integer", "The global cap on active jobs.", 10, minimum=1),
         maxConcurrentJobsPerTenant=prop(["integer", "null"], "The per-tenant cap, if any.", None),
         platform=prop("string", "The backend that runs the bots.", "process"),
+        backends=BACKENDS_STATS,
         estimatedWaitSeconds=prop(
             "integer",
             "How long a job of yours submitted now without joinAt (priority 5) should wait "
@@ -243,6 +246,7 @@ def stats_schemas() -> dict[str, Any]:
         "maxConcurrentJobs",
         "maxConcurrentJobsPerTenant",
         "platform",
+        "backends",
         "estimatedWaitSeconds",
     ]
     return {
@@ -308,6 +312,28 @@ def service_schemas() -> dict[str, Any]:
     }
 
 
+BACKEND_STATS = obj(
+    ["name", "cap", "activeJobs", "coolingDown", "coolingDownUntil", "consecutiveFailures"],
+    name=prop("string", "The backend, as PLATFORM names it.", "process"),
+    cap=prop(["integer", "null"], "Its own cap, if any (else only the global one).", 4),
+    activeJobs=prop(
+        "integer", "Your active jobs on it (everyone's, for an admin key).", 2, minimum=0
+    ),
+    coolingDown=prop(
+        "boolean", "Whether it is skipped, its recent starts having failed (this server).", False
+    ),
+    coolingDownUntil=prop(
+        ["string", "null"], "Until when it is skipped.", None, format="date-time"
+    ),
+    consecutiveFailures=prop(
+        "integer", "Its starts that failed in a row (this server).", 0, minimum=0
+    ),
+)
+BACKENDS_STATS = {
+    "type": "array",
+    "items": BACKEND_STATS,
+    "description": "Each backend PLATFORM lists, in its order (spill-over: the README).",
+}
 STATS_FIELDS = {
     "queueSize": "Jobs queued.",
     "provisioningJobs": COUNT,
@@ -336,6 +362,8 @@ def openapi_document(max_batch: int = DEFAULT_MAX_BATCH) -> dict[str, Any]:
     schemas["EndpointSpec"] = _model(schemas, EndpointSpec)
     schemas["EndpointChange"] = _model(schemas, EndpointChange)
     schemas.update(webhook_schemas(schemas["Job"]), **bot_schemas())
+    operations = paths(webhook_paths(), budget_paths())
+    add_budgets(schemas, operations)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -348,9 +376,10 @@ def openapi_document(max_batch: int = DEFAULT_MAX_BATCH) -> dict[str, Any]:
             {"name": "Jobs", "description": "Submit, follow and cancel recording jobs."},
             {"name": "Meetings", "description": "The original's snake_case bot config."},
             {"name": "Webhooks", "description": "A job's events, and their delivery to you."},
+            BUDGETS_TAG,
             {"name": "Service", "description": "Health, info and metrics."},
         ],
-        "paths": paths(webhook_paths()),
+        "paths": operations,
         "webhooks": delivered(),
         "components": {
             "schemas": schemas,

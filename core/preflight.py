@@ -12,19 +12,18 @@ import asyncio
 from core.config import Settings
 from core.errors import ConfigError
 from core.ports import JobStore
-from core.runtime import BACKENDS, STORES, build_backend, build_store
+from core.runtime import STORES, build_backend, build_store, check_platform
 
 
 def check_runtime(settings: Settings, *, existing_store: bool = False) -> None:
     """Raise ConfigError when the store or the backend cannot be built from the settings;
     with `existing_store`, also when a SQLite store's file does not exist yet."""
-    for variable, name, table in (
-        ("SCHEDULER_STORE", settings.store, STORES),
-        ("PLATFORM", settings.platform, BACKENDS),
-    ):
-        if name not in table:
-            known = ", ".join(sorted(table))
-            raise ConfigError(f"{variable}={name!r} is not available; choose one of: {known}")
+    if settings.store not in STORES:
+        known = ", ".join(sorted(STORES))
+        raise ConfigError(
+            f"SCHEDULER_STORE={settings.store!r} is not available; choose one of: {known}"
+        )
+    check_platform(settings.platform)  # a name that is no backend, or one backend named twice
     if existing_store and settings.store == "sqlite" and not settings.database_path.is_file():
         raise ConfigError(
             f"the SQLite store {settings.database_path} does not exist: `botsched serve` "

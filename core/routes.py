@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from core import __version__
+from core.budget_routes import BudgetRoutes, stats_fields
 from core.capacity import estimated_wait
 from core.config import Settings, is_loopback
 from core.docs import docs_routes
@@ -153,6 +154,7 @@ class Routes:
             method_route("/api/scheduler/stats", GET=self.stats),
             method_route("/api/scheduler/meetings", POST=self.submit_meeting),
             *WebhookRoutes(self.settings, self._scheduler).table(),
+            *BudgetRoutes(self.settings, self._scheduler).table(),
             Route("/", self.info, methods=["GET"]),
             Route("/health", self.health, methods=["GET"]),
             Route("/metrics", self.metrics, methods=["GET"]),
@@ -197,6 +199,10 @@ class Routes:
                     "webhookDeliveries": "GET /api/scheduler/webhooks/:webhookId/deliveries",
                     "replayEvent": "POST /api/scheduler/webhooks/:webhookId/events/:eventId/replay",
                     "botStatus": "POST /api/scheduler/bot-status",
+                    "listBudgets": "GET /api/scheduler/budgets",
+                    "getBudget": "GET /api/scheduler/budgets/:tenant",
+                    "setBudget": "PUT /api/scheduler/budgets/:tenant",
+                    "deleteBudget": "DELETE /api/scheduler/budgets/:tenant",
                     "openapi": "GET /openapi.json",
                     "doc": "GET /doc",
                     "docs": "GET /docs",
@@ -367,6 +373,7 @@ class Routes:
         stats = await scheduler.stats(tenant)
         wait = await estimated_wait(scheduler.store, self.settings, tenant or "", scheduler.clock())
         stats["estimatedWaitSeconds"] = wait
+        stats.update(await stats_fields(scheduler, tenant))  # `budget`, or `budgets` (admin)
         return JSONResponse({"success": True, **stats, "stats": stats})
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from core.config import Settings
 from core.errors import ConfigError
 from core.faults import FAULTS
+from core.platforms import is_list, platform_names
 from core.ports import Backend, JobStore
 from core.scheduler import Scheduler
 
@@ -63,9 +64,41 @@ def build_store(settings: Settings) -> JobStore:
 
 
 def build_backend(settings: Settings) -> Backend:
+    """The backend PLATFORM names; for a list of them, one that spills jobs over from each to
+    the next (core/backends/spill.py)."""
+    if is_list(settings.platform):
+        from core.backends.spill import spill_backend
+
+        return spill_backend(settings, check_platform(settings.platform), _build_one)
+    return _build_one(settings)
+
+
+def _build_one(settings: Settings) -> Backend:
     cls = _load("backend", settings.platform, BACKENDS)
     backend: Backend = cls.from_settings(settings)
     return backend
+
+
+def check_platform(platform: str) -> list[str]:
+    """The backends PLATFORM names, in order; ConfigError (one line) for a name that is not a
+    backend, and for a backend named twice (aliases alike: `docker` and `podman` are one)."""
+    known = ", ".join(sorted(BACKENDS))
+    if not is_list(platform):
+        if platform not in BACKENDS:
+            raise ConfigError(f"PLATFORM={platform!r} is not available; choose one of: {known}")
+        return [platform]
+    names = platform_names(platform)
+    seen: dict[tuple[str, str], str] = {}  # (module, class) -> the name it was given first
+    for index, name in enumerate(names):
+        if name not in BACKENDS:
+            raise ConfigError(f"PLATFORM={platform!r}: {name!r} is not a backend; known: {known}")
+        first = seen.setdefault(BACKENDS[name][:2], name)
+        if len(seen) <= index:  # named before, under this name or another
+            also = "" if first == name else f" ({first!r} and {name!r})"
+            raise ConfigError(f"PLATFORM={platform!r} names one backend twice{also}")
+    if len(names) < 2:
+        raise ConfigError(f"PLATFORM={platform!r} lists one backend: name it alone")
+    return names
 
 
 class Runtime:

@@ -40,6 +40,7 @@ from core.models import DrainReport, Job, JobSpec, JobState, Page, utcnow
 from core.moves import move_job, moves_slots
 from core.ports import Backend, JobStore
 from core.records import Record
+from core.spill_slots import backend_stats
 from core.values import new_job_id
 from core.webhooks.bot_status import BotReport, check_report, report_fields
 from core.webhooks.delivery import Deliverer
@@ -126,7 +127,7 @@ class Scheduler(Lifecycle):
         atomic write (core/meetings.py): (the job, True); or (the job already holding its dedup
         or idempotency key, or its meeting, False). Sets the job's meetingKey. Raises Overbooked
         when its window is full and overbooking is "reject"."""
-        return await insert_job(self.store, self.settings, job, events)
+        return await insert_job(self.store, self.settings, job, events, self.budgets)
 
     async def _check_job_secret(self, tenant: str) -> None:
         try:
@@ -212,6 +213,7 @@ class Scheduler(Lifecycle):
             "maxConcurrentJobs": self.settings.max_concurrent_jobs,
             "maxConcurrentJobsPerTenant": self.settings.max_concurrent_per_tenant or None,
             "platform": self.backend.name,
+            "backends": await backend_stats(self.backend, self.store, tenant, counts, self.clock()),
             "joinLeadSeconds": round(lead.seconds, 3),
             "startLatencyP95Seconds": None if lead.p95 is None else round(lead.p95, 3),
             "startLatencySamples": lead.samples,

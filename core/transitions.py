@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from core.budgets import Budgets
 from core.config import Settings
 from core.errors import BackendError, Conflict, ExecutionLost, NotFound
 from core.events import outbox
@@ -27,6 +28,7 @@ from core.reservations import freed
 from core.webhooks.subscriptions import Subscriptions
 
 log = logging.getLogger("botsched.scheduler")
+LEDGER_RACES = 32  # writes retried that lost only a budget ledger chain's head (core/budgets.py)
 REBASES = 5  # writes retried on a job whose only change meanwhile was its bot's report
 _BOT_FIELDS = {"botStatus", "botStatusAt", "eventSeq", "updatedAt", "version"}
 
@@ -39,6 +41,8 @@ def only_bot_reported(read: Job, current: Job) -> bool:
 
 
 class Transitions:
+    _find: Callable[[Job], Awaitable[ExecutionRef | None]]  # a job's run: core/dispatch.py
+
     def __init__(
         self,
         store: JobStore,
@@ -57,6 +61,7 @@ class Transitions:
         self.subscriptions = Subscriptions(store)
         self._bot_tokens: dict[str, str] = {}  # job id -> the token its claim's bot is given
         self.leads = Leads(store, settings, backend.name)  # the learned join lead (core/leads.py)
+        self.budgets = Budgets(store, settings.budgets, settings.expected_run_seconds, clock)
 
     def _now(self, now: datetime | None) -> datetime:
         """A fresh reading for each step, unless the caller fixed the time (tests)."""
@@ -105,14 +110,34 @@ class Transitions:
             return None
 
     async def _final(self, job: Job, report: DrainReport, state: JobState, **fields: Any) -> bool:
-        written = await self._try_write(
-            job, report, status=state, outcome=None, leaseOwner=None, leaseUntil=None, **fields
-        )
+        changes = {"outcome": None, "leaseOwner": None, "leaseUntil": None, **fields}
+        written = await self._settling_write(job, report, state, final=True, **changes)
         if written is not None:
             self.events[state.value] += 1
             if job.joinAt is not None:
                 freed(self.store)  # its reserved slots: free for this process's next submit
         return written is not None
+
+    async def _settling_write(
+        self, job: Job, report: DrainReport, state: JobState, *, final: bool, **changes: Any
+    ) -> Job | None:
+        """`_try_write` of `state` with the ledger entries that settle the job's bot-minutes
+        (core/budgets.py) in the same write: `final`, the job ends; else it is queued again
+        after a run. A write that lost only a ledger chain's head to another is tried again."""
+        for _ in range(LEDGER_RACES):
+            ended = changes.get("completedAt") or self.clock()
+            entries, charge = await self.budgets.settle(job, ended, final=final)
+            budget = {"budgetCharge": charge} if charge is not job.budgetCharge else {}
+            try:
+                written = await self._write(job, slots=entries, status=state, **changes, **budget)
+            except (Conflict, NotFound):
+                if entries and await self.budgets.ledger.moved(entries):
+                    continue
+                break
+            self.budgets.ledger.wrote(entries)
+            return written
+        report.conflicts += 1
+        return None
 
     async def _retry(self, job: Job, now: datetime, error: str, report: DrainReport) -> None:
         """Back to the queue with exponential backoff, or failed once attempts are spent, or
@@ -129,10 +154,11 @@ class Transitions:
                 report.failed += 1
             return
         delay = self._backoff(job, now)
-        if await self._try_write(
+        if await self._settling_write(
             job,
             report,
-            status=JobState.QUEUED,
+            JobState.QUEUED,
+            final=False,
             error=error,
             execution=None,
             notBefore=now + timedelta(seconds=delay),
@@ -199,7 +225,7 @@ class Transitions:
         if not claim_done and self._claim_may_live(job, self.clock()):
             return job  # its dispatcher may be starting the run; it settles the job itself
         try:
-            ref = job.execution or await self.backend.find(job.id)
+            ref = job.execution or await self._find(job)
             if ref is not None and not await self._stopped(ref):
                 return job
         except BackendError as exc:

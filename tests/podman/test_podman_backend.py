@@ -40,8 +40,9 @@ pytestmark = pytest.mark.podman
 DEADLINE = 60.0
 
 
-def settings_for(podman: PodmanEnv, tmp: Path, **extra: str) -> Settings:
-    env = {
+def podman_variables(podman: PodmanEnv, tmp: Path) -> dict[str, str]:
+    """The settings of a scheduler whose bots run on the test's Podman, small and quick."""
+    return {
         "PLATFORM": "podman",
         "DOCKER_HOST": podman.docker_host,
         "SCHEDULER_CONTAINER_IMAGE": podman.bot_image,
@@ -50,9 +51,11 @@ def settings_for(podman: PodmanEnv, tmp: Path, **extra: str) -> Settings:
         "SCHEDULER_DEFAULT_MEMORY": "64Mi",
         "SCHEDULER_DEFAULT_CPU": "0.5",
         "BOT_STOP_GRACE_SECONDS": "3",
-        **extra,
     }
-    return Settings.from_env(env)
+
+
+def settings_for(podman: PodmanEnv, tmp: Path, **extra: str) -> Settings:
+    return Settings.from_env({**podman_variables(podman, tmp), **extra})
 
 
 class Harness:

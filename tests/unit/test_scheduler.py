@@ -373,6 +373,16 @@ async def test_stats_count_every_state(
         "maxConcurrentJobs": 3,
         "maxConcurrentJobsPerTenant": 2,
         "platform": "fake",
+        "backends": [
+            {
+                "name": "fake",
+                "cap": None,
+                "activeJobs": 3,
+                "coolingDown": False,
+                "coolingDownUntil": None,
+                "consecutiveFailures": 0,
+            }
+        ],
         # five starts measured (instant on the fake): the lead is the floor, min 10 s
         "joinLeadSeconds": 10.0,
         "startLatencyP95Seconds": 0.0,
