@@ -23,6 +23,7 @@ from core.records import Record
 
 KIND = "ledger"
 HINTS_KEPT = 4096  # chains whose head a process remembers
+RACES = 64  # writes of one job retried that lost only a chain's head to another writer
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,6 @@ from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
-from core.backends.spill import SpillBackend
 from core.errors import BackendError, Conflict, StartRefused
 from core.faults import FAULTS
 from core.leads import missed, read_ahead, ready
@@ -289,23 +288,6 @@ class Dispatching(Transitions):
             await self._record_run(claimed, ref, report)
         else:
             await self._stop_orphan(job.id, ref, report)
-
-    async def _find(self, job: Job) -> ExecutionRef | None:
-        """The run the backend has for `job` (live or finished), found by the name its start
-        gives it. With several backends, asked on every backend a claim of the job was assigned
-        (all of them when none was recorded), so that a retry never starts a second bot on
-        another backend while the first may still be starting. Raises BackendError when the
-        backend, or any one asked, cannot tell."""
-        spill = self._spill
-        if spill is None:
-            return await self.backend.find(job.id)
-        return await spill.find_in(job.id, job.backends)
-
-    @property
-    def _spill(self) -> SpillBackend | None:
-        """The backend, when PLATFORM lists several (core/backends/spill.py)."""
-        backend = self.backend
-        return backend if isinstance(backend, SpillBackend) else None
 
     def _slots(self, holders: list[Job]) -> BackendSlots | None:
         """Each backend's free slots beside `holders`; None with one backend."""

@@ -23,6 +23,7 @@ import random
 from collections import OrderedDict
 from datetime import UTC, datetime
 
+from core.budget_ledger import RACES
 from core.budgets import Budgets
 from core.config import Settings
 from core.errors import BudgetExceeded, Conflict, DuplicateKey, Overbooked
@@ -49,7 +50,6 @@ from core.reservations import (
 
 KIND = "meeting"
 TRIES = 8  # creates of one submit: slots taken meanwhile, stale slots released
-LEDGER_RACES = 64  # creates of one submit that lost only a budget ledger chain's head
 WARNINGS_KEPT = 1024
 
 _warnings: OrderedDict[str, list[str]] = OrderedDict()
@@ -84,7 +84,7 @@ async def insert_job(
         done = await insert.attempt(random.random() if attempt else 0.0, hints=attempt == 0)
         if done is not None:
             return done
-        if insert.lost_ledger and races < LEDGER_RACES:  # another submit charged first
+        if insert.lost_ledger and races < RACES:  # another submit charged first
             races += 1
             await asyncio.sleep(random.random() * 0.001 * races)
             continue

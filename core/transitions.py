@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from core.backends.spill import SpillBackend
+from core.budget_ledger import RACES
 from core.budgets import Budgets
 from core.config import Settings
 from core.errors import BackendError, Conflict, ExecutionLost, NotFound
@@ -28,7 +30,6 @@ from core.reservations import freed
 from core.webhooks.subscriptions import Subscriptions
 
 log = logging.getLogger("botsched.scheduler")
-LEDGER_RACES = 32  # writes retried that lost only a budget ledger chain's head (core/budgets.py)
 REBASES = 5  # writes retried on a job whose only change meanwhile was its bot's report
 _BOT_FIELDS = {"botStatus", "botStatusAt", "eventSeq", "updatedAt", "version"}
 
@@ -41,8 +42,6 @@ def only_bot_reported(read: Job, current: Job) -> bool:
 
 
 class Transitions:
-    _find: Callable[[Job], Awaitable[ExecutionRef | None]]  # a job's run: core/dispatch.py
-
     def __init__(
         self,
         store: JobStore,
@@ -124,7 +123,7 @@ class Transitions:
         """`_try_write` of `state` with the ledger entries that settle the job's bot-minutes
         (core/budgets.py) in the same write: `final`, the job ends; else it is queued again
         after a run. A write that lost only a ledger chain's head to another is tried again."""
-        for _ in range(LEDGER_RACES):
+        for _ in range(RACES):
             ended = changes.get("completedAt") or self.clock()
             entries, charge = await self.budgets.settle(job, ended, final=final)
             budget = {"budgetCharge": charge} if charge is not job.budgetCharge else {}
@@ -203,6 +202,23 @@ class Transitions:
             leaseUntil=None,
         )
         return adopted is not None
+
+    async def _find(self, job: Job) -> ExecutionRef | None:
+        """The run the backend has for `job` (live or finished), found by the name its start
+        gives it. With several backends, asked on every backend a claim of the job was assigned
+        (all of them when none was recorded), so that a retry never starts a second bot on
+        another backend while the first may still be starting. Raises BackendError when the
+        backend, or any one asked, cannot tell."""
+        spill = self._spill
+        if spill is None:
+            return await self.backend.find(job.id)
+        return await spill.find_in(job.id, job.backends)
+
+    @property
+    def _spill(self) -> SpillBackend | None:
+        """The backend, when PLATFORM lists several (core/backends/spill.py)."""
+        backend = self.backend
+        return backend if isinstance(backend, SpillBackend) else None
 
     # -- stopping ----------------------------------------------------------------------------
 
