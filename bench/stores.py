@@ -64,10 +64,12 @@ async def due_costs(
     return costs
 
 
-async def drain_rate(store: JobStore, jobs: int) -> float:
+async def drain_rate(store: JobStore, jobs: int, filler: JobStore | None = None) -> float:
     """Jobs dispatched a second by `drain_once` (one scheduler, caps wide open), from a queue
-    of `jobs` due jobs to all of them started."""
-    await fill(store, jobs)
+    of `jobs` due jobs to all of them started. The jobs are submitted through `filler` (another
+    store on the same table: another process) or, by default, through `store` itself (one
+    process serving the submits and running the timers)."""
+    await fill(filler or store, jobs)
     settings = Settings(max_concurrent_jobs=jobs)
     scheduler = Scheduler(store, RecordingBackend(), settings)
     started, dispatched = time.perf_counter(), 0
@@ -137,20 +139,24 @@ async def azurite(tmp: Path, big: int, drain_jobs: int, rounds: int) -> dict[str
 
     env = start_azurite(tmp)
 
-    def table() -> AzureTableStore:
-        return AzureTableStore("t" + uuid.uuid4().hex[:12], env.connection_string)
+    def table(name: str | None = None) -> AzureTableStore:
+        return AzureTableStore(name or "t" + uuid.uuid4().hex[:12], env.connection_string)
 
     try:
         found = await _azurite_due(table(), table(), big)
-        found["drained"], found["raw"] = Sample(), Sample()
+        found["drained"], found["raw"], found["drained_cold"] = Sample(), Sample(), Sample()
         for _ in range(rounds):
-            store = table()
-            await store.open()
+            store, fresh = table(), table()
+            other = table(fresh.table_name)  # another process's store on fresh's table
+            for opened in (store, fresh, other):
+                await opened.open()
             try:
                 found["raw"].add(await raw_update_rate(store.client, drain_jobs))
                 found["drained"].add(await drain_rate(store, drain_jobs))
+                found["drained_cold"].add(await drain_rate(fresh, drain_jobs, filler=other))
             finally:
-                await store.close()
+                for opened in (store, fresh, other):
+                    await opened.close()
         return found
     finally:
         env.stop()

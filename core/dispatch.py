@@ -36,6 +36,7 @@ log = logging.getLogger("botsched.scheduler")
 
 DISPATCH_LEASE = "dispatch"
 CLAIM_SCAN_LIMIT = 1024  # most queued rows one dispatch reads to find jobs it may start
+CLAIM_CHUNK = 128  # claims written concurrently
 
 
 class Dispatching(Transitions):
@@ -75,13 +76,17 @@ class Dispatching(Transitions):
 
     async def _claim(self, now: datetime | None, report: DrainReport) -> list[Job]:
         """Move due jobs to provisioning, as many as the caps seem to allow. With several
-        backends, each claim is assigned one with room under its own cap (core/spill_slots.py)."""
+        backends, each claim is assigned one with room under its own cap (core/spill_slots.py).
+        The jobs are chosen in order, taking their slots as they are chosen, and claimed
+        CLAIM_CHUNK at a time concurrently (a store may send them in one transaction). A claim
+        lost to another writer leaves its slot unused until the next dispatch."""
         moment = self._now(now)
         active = await self.store.active()
         budget, slots = await self._budget(moment, active), self._slots(active)
         until = moment + timedelta(seconds=self.settings.claim_ttl_seconds)
         extra = self.settings.dispatch_batch * bool(budget.per_tenant)
         claimed: list[Job] = []
+        chosen: list[tuple[Job, str | None]] = []
         async for job in self._due(moment, budget.free, extra):
             if budget.free <= 0:
                 break
@@ -90,13 +95,29 @@ class Dispatching(Transitions):
             backend = slots.choose(job) if slots is not None else None
             if slots is not None and backend is None:
                 break  # no backend a job may go to has room
-            owned = await self._claim_one(job, until, report, self._bot_token(job), backend)
-            if owned is not None:
-                claimed.append(owned)
-                budget.take(job.tenant)
-                if slots is not None:
-                    slots.assign(owned)
-        return claimed
+            budget.take(job.tenant)
+            if slots is not None:
+                slots.assign(job.model_copy(update={"backend": backend}))
+            chosen.append((job, backend))
+            if len(chosen) >= CLAIM_CHUNK:
+                claimed += await self._claim_all(chosen, until, report)
+                chosen = []
+        return claimed + await self._claim_all(chosen, until, report)
+
+    async def _claim_all(
+        self, chosen: list[tuple[Job, str | None]], until: datetime, report: DrainReport
+    ) -> list[Job]:
+        """Claim the `chosen` jobs concurrently; the claims that were written, in order."""
+        owned = await asyncio.gather(
+            *(
+                self._claim_one(job, until, report, self._bot_token(job), backend)
+                for job, backend in chosen
+            )
+        )
+        for (job, _), claim in zip(chosen, owned, strict=True):
+            if claim is None:
+                self._bot_tokens.pop(job.id, None)
+        return [claim for claim in owned if claim is not None]
 
     async def _budget(self, moment: datetime, active: list[Job]) -> ReservedBudget:
         """Free slots under the caps beside the `active` jobs and the reservations of jobs not

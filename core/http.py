@@ -43,12 +43,20 @@ def json_response(
 ) -> Response:
     """What JSONResponse(content) answers, with JSONText values embedded as they are. The keys
     are the API's own field names: plain ASCII, written as they are."""
-    members = [
-        f'"{key}":{value if isinstance(value, JSONText) else _dumps(value)}'
-        for key, value in content.items()
-    ]
+    members = [f'"{key}":{_member(value)}' for key, value in content.items()]
     text = "{" + ",".join(members) + "}"
     return Response(text, status_code, media_type="application/json", background=background)
+
+
+def _member(value: Any) -> str:
+    """A value as JSON text: JSONText as it is, the literals without the encoder."""
+    if isinstance(value, JSONText):
+        return value
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    return "null" if value is None else _dumps(value)
 
 
 def error_response(status: int, code: str, message: str, **extra: Any) -> JSONResponse:

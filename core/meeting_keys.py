@@ -24,6 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from core.meeting_urls import platform_of
@@ -36,6 +37,7 @@ WEBEX_DOWNLOAD = re.compile(
 )
 NO_MEETING = ""  # a platform page that is no one meeting: no key at all
 PLATFORM_PREFIXES = ("meet:", "zoom:", "teams:", "webex:")
+KEYS_KEPT = 1024
 
 
 @dataclass(frozen=True)
@@ -52,9 +54,11 @@ class Parts:
         return [unquote(part) for part in self.path.split("/") if part]
 
 
+@lru_cache(maxsize=KEYS_KEPT)
 def meeting_key(url: str) -> str | None:
     """The meeting `url` names, as a canonical key (see the module's table); None when it names
-    none (not an http(s) URL, or a platform page that opens a new meeting)."""
+    none (not an http(s) URL, or a platform page that opens a new meeting). Remembered for the
+    KEYS_KEPT URLs used last: a recurring meeting's URL comes back with each occurrence."""
     parts = _parts(url)
     if parts is None:
         return None

@@ -31,6 +31,7 @@ CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # a letter no IP literal holds in any form (hexadecimal digits and the x of 0x aside), but for
 # its zone after a %
 NAME_LETTER = re.compile(r"[g-wyz]")
+URLS_KEPT = 1024
 
 
 @dataclass(frozen=True)
@@ -88,8 +89,10 @@ def platform_of(url: str) -> str:
     return "other"
 
 
+@lru_cache(maxsize=URLS_KEPT)
 def check_meeting_url(url: str, rules: MeetingPolicy) -> str:
-    """The URL if a bot may be sent there; ValueError saying why not."""
+    """The URL if a bot may be sent there; ValueError saying why not. The URLs let through
+    lately are remembered (URLS_KEPT of them): a recurring meeting's comes back each time."""
     if CONTROL.search(url):
         raise ValueError("must not contain control characters or line breaks")
     try:

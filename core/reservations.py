@@ -91,7 +91,8 @@ _states: weakref.WeakKeyDictionary[Any, StoreState] = weakref.WeakKeyDictionary(
 
 def store_state(store: object) -> StoreState:
     try:
-        return _states.setdefault(store, StoreState())
+        state = _states.get(store)
+        return state if state is not None else _states.setdefault(store, StoreState())
     except TypeError:  # not weakly referable: nothing kept
         return StoreState()
 
@@ -245,12 +246,13 @@ def first_free(prefix: str, cap: int, used: set[str], spread: float) -> str | No
     return None
 
 
-def hinted(state: StoreState, prefix: str, cap: int, spread: float) -> Choice | None:
-    """A slot the process has not seen taken (no read), or None when its hints show the bucket
-    full: then it is scanned."""
-    used = state.taken.get(prefix, set())
-    key = first_free(prefix, cap, used, spread) if len(used) < cap else None
-    return Choice(key, True) if key is not None else None
+def hinted(state: StoreState, prefix: str, cap: int, spread: float) -> str | None:
+    """A free slot's key as far as the process has seen (no read), or None when its hints show
+    the bucket full: then it is scanned."""
+    used = state.taken.get(prefix)
+    if used is None:
+        return f"{prefix}{int(spread * cap) % cap}"  # first_free of nothing seen taken
+    return first_free(prefix, cap, used, spread) if len(used) < cap else None
 
 
 def took(store: object, records: Sequence[Record]) -> None:
@@ -311,24 +313,25 @@ async def book(
     span = window(job, settings, now)
     if span is None:
         return Booking()
-    wanted = [
-        (index, f"{prefix}{bucket_start(index, settings)}:", cap)
+    caps = lanes(job.tenant, settings)
+    wanted = [  # (due in epoch ms, slot key prefix, cap): one per bucket and cap
+        (bucket_start(index + 1, settings) * 1000, f"{lane}{bucket_start(index, settings)}:", cap)
         for index in buckets(*span, settings)
-        for prefix, cap in lanes(job.tenant, settings)
+        for lane, cap in caps
     ]
     state = store_state(store)
-    choices = [hinted(state, p, cap, spread) if hints else None for _, p, cap in wanted]
+    keys = [hinted(state, p, cap, spread) if hints else None for _, p, cap in wanted]
     scans = [
         choose(store, p, cap, holders, spread)
-        for (_, p, cap), choice in zip(wanted, choices, strict=True)
-        if choice is None
+        for (_, p, cap), key in zip(wanted, keys, strict=True)
+        if key is None
     ]
     scanned = iter(await asyncio.gather(*scans) if scans else ())
-    made = [choice or next(scanned) for choice in choices]
+    made = [Choice(key, True) if key is not None else next(scanned) for key in keys]
     data = slot_data(job)
     records = [
-        Record(KIND, choice.key, data, due=bucket_start(index + 1, settings) * 1000)
-        for (index, _, _), choice in zip(wanted, made, strict=True)
+        Record(KIND, choice.key, data, due=due)
+        for (due, _, _), choice in zip(wanted, made, strict=True)
     ]
     return Booking(records, not all(choice.free for choice in made), span)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import secrets
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote
 
@@ -33,6 +34,7 @@ INSTALL_HINT = "pip install 'bot-scheduler[azure]'"
 
 JOBS = "jobs"  # the partition of job rows, key rows and index rows: one transaction scope
 LEASES = "lease"
+OPEN = "open"  # the state list rows carry for jobs not final (core/stores/azure_lists.py)
 ALL = "*"  # the list scope of all tenants; never a tenant's scope (`part` escapes '*')
 CHUNK_UNITS = 32_000  # a string property holds 64 KiB of UTF-16: at most 32,768 code units
 MAX_CHUNKS = 15  # 15 x 32,000 UTF-16 units = 960,000 bytes, under the 1 MiB entity limit
@@ -43,6 +45,7 @@ KEY_FIELDS = ("dedupKey", "idempotencyKey")
 
 Entity = dict[str, Any]
 Op = tuple[str, Entity, dict[str, Any]]  # (operation, entity, keyword arguments)
+Stamped = tuple[Job, str | None]  # a job as stored, with the stamp of the write that stored it
 
 
 class Sdk(NamedTuple):
@@ -244,41 +247,62 @@ def key_rows(job: Job) -> dict[str, Entity]:
     return rows
 
 
-def index_rows(job: Job) -> dict[str, Entity]:
+def index_rows(job: Job, stamp: str | None = None) -> dict[str, Entity]:
     """The index rows the job has in its current state: two list rows (its tenant's and all
-    tenants'), a queue row and a deadline row while queued, an active row while active."""
+    tenants'), a queue row and a deadline row while queued, an active row while active. The
+    queue and active rows carry the `stamp` of the write (`new_stamp`), as the job row does."""
     created = ms(job.createdAt)
-    listed: Entity = {"jobId": job.id, "createdMs": int64(created), "state": job.status.value}
+    state = job.status.value if job.status.final else OPEN  # core/stores/azure_lists.py
+    listed: Entity = {"jobId": job.id, "createdMs": int64(created), "state": state}
     rows = {list_key(job.tenant, created, job.id): listed, list_key(None, created, job.id): listed}
+    stamped = {"stamp": stamp} if stamp is not None else {}
     if job.status is JobState.QUEUED:
-        rows[queue_key(job)] = {"jobId": job.id, "notBeforeMs": int64(ms(job.notBefore))}
+        queued = {"jobId": job.id, "notBeforeMs": int64(ms(job.notBefore)), **stamped}
+        rows[queue_key(job)] = queued
         if job.deadline is not None:
             rows[deadline_key(ms(job.deadline), job.id)] = {"jobId": job.id}
     if job.status.active:
-        rows[active_key(job.id)] = {"jobId": job.id}
+        rows[active_key(job.id)] = {"jobId": job.id, **stamped}
     return rows
+
+
+def new_stamp() -> str:
+    """A mark unique to one write of a job: the job row and its queue and active rows carry it,
+    all written in one transaction. A reader holding the job as that write left it (its latest
+    read or write) knows from a queue or active row with the same mark that it is still current,
+    and needs no point read (core/stores/azure_table.py `_checked`)."""
+    return secrets.token_hex(8)
+
+
+def stamp_of(entity: Any) -> str | None:
+    stamp = entity.get("stamp")
+    return stamp if isinstance(stamp, str) else None
 
 
 def _row(row_key: str, properties: Entity) -> Entity:
     return {"PartitionKey": JOBS, "RowKey": row_key, **properties}
 
 
-def plan(old: Job | None, new: Job, etag: str | None, missing: frozenset[str]) -> list[Op]:
-    """The transaction that writes `new` over `old` (the stored job, None for a create) at
-    `etag`: the job row first, then new key rows (create: a taken key fails the transaction),
-    then the deletions and upserts of index rows. Rows in `missing` are not deleted."""
+def plan(
+    old: Stamped | None, new: Job, stamp: str, etag: str | None, missing: frozenset[str]
+) -> list[Op]:
+    """The transaction that writes `new` with `stamp` over `old` (the stored job and its stamp,
+    None for a create) at `etag`: the job row first, then new key rows (create: a taken key
+    fails the transaction), then the deletions and upserts of index rows. Rows in `missing` are
+    not deleted."""
     s = sdk()
-    job_row = job_entity(new)
-    if old is None:
+    job_row = {**job_entity(new), "stamp": stamp}
+    old_job = old[0] if old is not None else None
+    if old_job is None:
         ops: list[Op] = [("create", job_row, {})]
     else:
         condition = {"etag": etag, "match_condition": s.match_conditions.IfNotModified}
         ops = [("update", job_row, {"mode": s.update_mode.REPLACE, **condition})]
-    old_keys = key_rows(old) if old else {}
+    old_keys = key_rows(old_job) if old_job else {}
     new_keys = key_rows(new)
     ops += [("create", _row(rk, row), {}) for rk, row in new_keys.items() if rk not in old_keys]
-    old_index = index_rows(old) if old else {}
-    new_index = index_rows(new)
+    old_index = index_rows(*old) if old is not None else {}
+    new_index = index_rows(new, stamp)
     gone = [rk for rk in (*old_keys, *old_index) if rk not in new_keys and rk not in new_index]
     ops += [("delete", _row(rk, {}), {}) for rk in gone if rk not in missing]
     replace = {"mode": s.update_mode.REPLACE}

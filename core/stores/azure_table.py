@@ -7,9 +7,10 @@ it covers one partition. So everything that must change together lives in ONE pa
     k|{field}|{tenant}|{key}                 a dedupKey / idempotencyKey row naming its job
     q|{100-priority:03d}|{sortMs:015d}|{id}  queue index (queued jobs; carries notBeforeMs)
     d|{deadlineMs:015d}|{id}                 deadline index (queued jobs with a deadline)
-    a|{id}                                   active index (provisioning and running jobs)
+    a|{id}                                   active index (provisioning, running, stopping jobs)
     l|{tenant}|{inverted createdMs}|{~id}    list index, newest first, one per tenant ...
     l|*|{inverted createdMs}|{~id}           ... and one across tenants; both carry the state
+                                             when final, else "open" (core/stores/azure_lists.py)
     r|{kind}|{key}                           a record (core/records.py): its JSON, `due` if any
     u|{kind}|{due:015d}|{key}                due index of the records (core/stores/azure_records.py)
 
@@ -24,13 +25,19 @@ first (a stale version fails right there). Its transaction is conditioned on tha
 is a Conflict, so a remembered job can never stand in for a row that changed. The records written
 with a job are created in its transaction (a taken record key fails it: Conflict, where a taken
 dedup key is a DuplicateKey), so at most 100 rows change at once (PayloadTooLarge beyond).
+Writes in flight at the same moment share transactions (core/stores/azure_batch.py): a refused
+group is sent again write by write, so each keeps its own condition and its own error.
 
 The version is the job row's ETag. `due`, `expiring`, `active` and `list_jobs` read a RowKey range
 of the partition in the service's order (PartitionKey, RowKey) page by page and stop once they have
-enough: `due(k)` reads k index rows (future notBefore rows are filtered by the service) and k job
-rows. Each index row is checked against the job it names; one the job does not have (left by a
-write from outside this store) is skipped and deleted with its ETag as the condition, so a row
-that a concurrent write has just re-created survives. `counts` reads the list rows of the scope
+enough: `due(k)` reads k index rows (future notBefore rows are filtered by the service) and at most
+k job rows. Every write marks the job row, its queue row and its active row with one random stamp;
+a queue or active row whose stamp is that of the job this store last read or wrote stands for the
+job as it is, with no point read (the row and the job row changed together), so a process that
+submits and dispatches reads no job row it wrote itself. Each index row is checked against the job
+it names; one the job does not have (left by a write from outside this store) is skipped and
+deleted with its ETag as the condition, so a row that a concurrent write has just re-created
+survives. `counts` reads the list rows of the scope
 with `select=["state"]`: O(jobs in the scope), kept for /stats and /metrics, off the dispatch path.
 Leases are rows of the "lease" partition, taken by create or by an ETag-conditioned replace.
 
@@ -52,10 +59,12 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from core.config import Settings
-from core.errors import BadRequest, ConfigError, Conflict, DuplicateKey, NotFound
+from core.errors import BadRequest, ConfigError, Conflict, DuplicateKey, NotFound, PayloadTooLarge
 from core.models import Job, JobState, Page, to_ms
 from core.records import Record
 from core.stores import azure_index as ix
+from core.stores.azure_batch import GroupCommit
+from core.stores.azure_lists import active_page, state_filter, tally
 from core.stores.azure_records import AzureRecords, insert_ops, record_taken
 from core.stores.azure_rows import JOBS_FILTER as _JOBS
 from core.stores.azure_rows import TRIES
@@ -104,7 +113,8 @@ class AzureTableStore(AzureRecords):
         self._own_credential: AsyncTokenCredential | None = None
         self._service: TableServiceClient | None = None
         self._lock = asyncio.Lock()
-        self._seen: OrderedDict[str, Job] = OrderedDict()  # id -> latest version read or written
+        self._seen: OrderedDict[str, ix.Stamped] = OrderedDict()  # latest read or written
+        self._group: GroupCommit | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AzureTableStore:
@@ -119,6 +129,9 @@ class AzureTableStore(AzureRecords):
             if self._table is None:
                 self._service = self._connect()
                 self._table = await self._ensure_table(self._service)
+                self._group = GroupCommit(
+                    self._submit, (ix.sdk().transaction_error, PayloadTooLarge)
+                )
 
     def _connect(self) -> TableServiceClient:
         s = ix.sdk()
@@ -163,28 +176,33 @@ class AzureTableStore(AzureRecords):
         except BadRequest:
             return None
         entity = await self._get(ix.job_key(job_id))
-        return self._remember(ix.job_from_entity(entity)) if entity is not None else None
+        if entity is None:
+            return None
+        return self._remember(ix.job_from_entity(entity), ix.stamp_of(entity))
 
     async def update(self, job: Job, expected_version: str, records: Sequence[Record] = ()) -> Job:
         stored = self._seen.get(job.id)
-        if stored is None or stored.version != expected_version:
-            stored = await self.get(job.id)
+        if stored is None or stored[0].version != expected_version:
+            read = await self.get(job.id)
+            stored = self._seen.get(job.id) if read is not None else None
         if stored is None:
             raise NotFound(f"job {job.id} not found", id=job.id)
-        if stored.version != expected_version:
+        if stored[0].version != expected_version:
             raise Conflict(f"job {job.id} was changed concurrently", id=job.id)
         return await self._write(stored, job, expected_version, records)
 
     async def _write(
-        self, old: Job | None, job: Job, etag: str | None, records: Sequence[Record]
+        self, old: ix.Stamped | None, job: Job, etag: str | None, records: Sequence[Record]
     ) -> Job:
         s = ix.sdk()
         missing: set[str] = set()
         inserts = insert_ops(records)
+        assert self._group is not None, "AzureTableStore is not open"
         for _ in range(TRIES):
-            ops = ix.plan(old, job, etag, frozenset(missing)) + inserts
+            stamp = ix.new_stamp()
+            ops = ix.plan(old, job, stamp, etag, frozenset(missing)) + inserts
             try:
-                results = await self._submit(ops)
+                results = await self._group.submit(ops)
             except s.transaction_error as exc:
                 index = exc.index if 0 <= exc.index < len(ops) else 0
                 op, row, _ = ops[index]
@@ -200,11 +218,11 @@ class AzureTableStore(AzureRecords):
                 if error is None:
                     raise  # not a race: a refused write (400, 413, ...) surfaces as it is
                 raise error from None
-            return self._remember(job.duplicate(version=results[0]["etag"]))
+            return self._remember(job.duplicate(version=results[0]["etag"]), stamp)
         raise Conflict(f"job {job.id}: its rows kept changing, try again", id=job.id)
 
-    def _remember(self, job: Job) -> Job:
-        self._seen[job.id] = job.duplicate()
+    def _remember(self, job: Job, stamp: str | None) -> Job:
+        self._seen[job.id] = (job.duplicate(), stamp)
         self._seen.move_to_end(job.id)
         if len(self._seen) > SEEN_MAX:
             self._seen.popitem(last=False)
@@ -237,6 +255,8 @@ class AzureTableStore(AzureRecords):
         limit: int = 50,
         cursor: str | None = None,
     ) -> Page:
+        if status is not None and status.active:
+            return active_page(await self.active(), tenant, status, limit, cursor)
         prefix = ix.list_prefix(tenant)
         query = f"{_JOBS} and {ix.prefix_range(prefix)}"
         if cursor is not None:
@@ -244,7 +264,7 @@ class AzureTableStore(AzureRecords):
             created_ms = min(max(created_ms, 0), ix.MS_MAX)
             query += f" and RowKey gt '{ix.list_key(tenant, created_ms, job_id)}'"
         if status is not None:
-            query += f" and state eq '{status.value}'"
+            query += f" and {state_filter(status)}"
         rows: list[Any] = []
         async for page in self._pages(query, limit + 1):
             rows += page
@@ -282,13 +302,13 @@ class AzureTableStore(AzureRecords):
         return jobs
 
     async def counts(self, tenant: str | None = None) -> dict[JobState, int]:
-        """O(jobs of the tenant, or of all tenants): one `state` column per list row."""
-        counts = dict.fromkeys(JobState, 0)
+        """O(jobs of the tenant, or of all tenants): one `state` column per list row, and the
+        active jobs (core/stores/azure_lists.py)."""
         query = f"{_JOBS} and {ix.prefix_range(ix.list_prefix(tenant))}"
+        states: list[str] = []
         async for page in self._pages(query, 1000, select=["state"]):
-            for row in page:
-                counts[JobState(row["state"])] += 1
-        return counts
+            states += [row["state"] for row in page]
+        return tally(states, await self.active(), tenant)
 
     async def _scan(self, query: str, limit: int, wanted: Callable[[Job], bool]) -> list[Job]:
         """The first `limit` wanted jobs named by the index rows `query` returns, in order."""
@@ -305,9 +325,13 @@ class AzureTableStore(AzureRecords):
         return found
 
     async def _checked(self, rows: list[Any], wanted: Callable[[Job], bool]) -> list[Job]:
-        """The jobs the index rows name, read concurrently, in the rows' order. A row that its
-        job does not have is stale: skipped, and deleted unless it changed since it was read."""
-        jobs = await asyncio.gather(*(self.get(row["jobId"]) for row in rows))
+        """The jobs the index rows name, in the rows' order: the job as this store last read or
+        wrote it when the row carries that write's stamp, else read (concurrently). A row that
+        its job does not have is stale: skipped, and deleted unless it changed since it was read."""
+        known = [self._known(row) for row in rows]
+        unknown = [row["jobId"] for row, job in zip(rows, known, strict=True) if job is None]
+        read = iter(await asyncio.gather(*(self.get(job_id) for job_id in unknown)))
+        jobs = [job if job is not None else next(read) for job in known]
         kept: list[Job] = []
         for row, job in zip(rows, jobs, strict=True):
             if job is None or row["RowKey"] not in ix.index_rows(job):
@@ -315,6 +339,15 @@ class AzureTableStore(AzureRecords):
             elif wanted(job):
                 kept.append(job)
         return kept
+
+    def _known(self, row: Any) -> Job | None:
+        """The job a queue or active row names, when the row is as the write this store last
+        read or wrote of it left it (the same stamp): it is the job as it is now."""
+        seen, stamp = self._seen.get(row["jobId"]), ix.stamp_of(row)
+        if seen is None or stamp is None or seen[1] != stamp:
+            return None
+        self._seen.move_to_end(row["jobId"])
+        return seen[0].duplicate()
 
     # -- leases --
 

@@ -34,13 +34,19 @@ class SortedKeys:
 
     def add(self, key: str) -> None:
         self._size += 1
-        if not self._chunks:
+        maxes = self._maxes
+        if not maxes:
             self._chunks.append([key])
-            self._maxes.append(key)
+            maxes.append(key)
             return
-        index = min(bisect_left(self._maxes, key), len(self._maxes) - 1)
-        chunk = self._chunks[index]
-        insort(chunk, key)
+        if key >= maxes[-1]:  # after every key (times that only grow): no search
+            index = len(maxes) - 1
+            chunk = self._chunks[index]
+            chunk.append(key)
+        else:
+            index = bisect_left(maxes, key)
+            chunk = self._chunks[index]
+            insort(chunk, key)
         self._maxes[index] = chunk[-1]
         if len(chunk) > 2 * CHUNK:
             self._chunks[index : index + 1] = [chunk[:CHUNK], chunk[CHUNK:]]

@@ -95,6 +95,13 @@ def new_version() -> int:
     return secrets.randbits(VERSION_BITS) + 1
 
 
+def new_versions(count: int) -> list[int]:
+    """`count` versions as new_version() makes them, from one read of the random source."""
+    raw = secrets.token_bytes(8 * count)
+    shift = 64 - VERSION_BITS
+    return [(int.from_bytes(raw[i : i + 8]) >> shift) + 1 for i in range(0, 8 * count, 8)]
+
+
 def insert_params(record: Record, version: int | None = None, text: str | None = None) -> Row:
     """For INSERT_SQL and INSERT_AFTER_SQL (`version`: new_version() when None; `text`: the
     data's JSON when the caller has it)."""
@@ -130,8 +137,11 @@ def not_written_error(record: Record, found: bool) -> SchedulerError:
     return Conflict(message, kind=record.kind, key=record.key)
 
 
+_dumps = json.JSONEncoder(separators=(",", ":")).encode  # json.dumps with these separators
+
+
 def _json(record: Record) -> str:
-    return json.dumps(record.data, separators=(",", ":"))
+    return _dumps(record.data)
 
 
 # -- synchronous calls, run on either of the SQLite store's connections ----------------------
@@ -157,9 +167,9 @@ def insert_records(db: sqlite3.Connection, records: Sequence[Record]) -> None:
     taken; the caller's transaction rolls back)."""
     texts: dict[int, str] = {}  # one JSON text per data object (a job's slots share theirs)
     rows = []
-    for record in records:
+    for record, version in zip(records, new_versions(len(records)), strict=True):
         text = texts.get(id(record.data)) or texts.setdefault(id(record.data), _json(record))
-        rows.append(insert_params(record, text=text))
+        rows.append(insert_params(record, version, text))
     before = db.total_changes
     try:
         db.executemany(INSERT_SQL, rows)

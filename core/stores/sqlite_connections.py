@@ -12,7 +12,13 @@ Both connections are in autocommit mode and WAL. `synchronous` is SQLite's: `nor
 default) syncs the WAL to disk at checkpoints only, so a commit survives the process being killed
 but the last ones before a power cut or an OS crash may be lost; `full` syncs every commit. The
 event loop's connection never checkpoints by itself (a checkpoint syncs the file): every
-CHECKPOINT_EVERY writes, a passive checkpoint runs in a worker thread.
+CHECKPOINT_EVERY writes, a passive checkpoint runs in a worker thread, beside the writes. A
+checkpoint that writes overlap leaves the newest pages of the WAL uncopied, and the WAL starts over
+from its beginning only once it is wholly copied: so when it has grown past WAL_FRAMES_MAX pages,
+a second checkpoint follows at once, with this process's writes waiting for it (on the event
+loop: sent to the thread instead, they would hold the write lock there, and the writes after them
+would find the file busy and follow them into the thread, one after another). It copies only what
+was written during the first, and the next write starts the WAL over.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ log = logging.getLogger("botsched.sqlite")
 
 BUSY_TIMEOUT_MS = 5000
 CHECKPOINT_EVERY = 200  # writes between two checkpoints of the WAL into the database file
+WAL_FRAMES_MAX = 65536  # pages in the WAL (256 MiB of 4 KiB pages) past which a checkpoint ends it
 
 Synchronous = Literal["normal", "full"]
 P = ParamSpec("P")
@@ -99,6 +106,7 @@ class Connections:
         self._inline: sqlite3.Connection | None = None
         self._writes = 0
         self._checkpoint: asyncio.Future[None] | None = None
+        self._ending: asyncio.Future[None] | None = None  # a checkpoint ending the WAL: wait
 
     def open(self, schema: Iterable[str]) -> None:
         """Connect (blocking: call it in a thread) and run `schema`."""
@@ -112,6 +120,8 @@ class Connections:
             if self._inline is None:
                 self._inline = connect(self.path, busy_timeout_ms=0, synchronous=self.synchronous)
                 self._inline.execute("PRAGMA wal_autocheckpoint = 0")
+                # the WAL, once started over, is cut back to this size
+                self._inline.execute(f"PRAGMA journal_size_limit = {WAL_FRAMES_MAX * 4096}")
 
     async def close(self) -> None:
         if self._checkpoint is not None:
@@ -132,6 +142,8 @@ class Connections:
             return await self.in_thread(fn, *args, **kwargs)
 
     async def write(self, fn: Call[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        while self._ending is not None:
+            await asyncio.shield(self._ending)
         if self.synchronous == "full":
             result = await self.in_thread(fn, *args, **kwargs)
         else:
@@ -165,8 +177,20 @@ class Connections:
         self._writes += 1
         if self._writes % CHECKPOINT_EVERY or self._checkpoint is not None:
             return
-        self._checkpoint = asyncio.ensure_future(self.in_thread(_checkpoint))
+        self._checkpoint = asyncio.ensure_future(self._checkpoints())
         self._checkpoint.add_done_callback(self._checkpoint_done)
+
+    async def _checkpoints(self) -> None:
+        """A passive checkpoint; when the WAL had grown past WAL_FRAMES_MAX, a second one that
+        no write of this process overlaps, so that the WAL starts over."""
+        if await self.in_thread(_checkpoint) <= WAL_FRAMES_MAX:
+            return
+        ending = self._ending = asyncio.get_running_loop().create_future()
+        try:
+            await self.in_thread(_checkpoint)
+        finally:
+            self._ending = None
+            ending.set_result(None)
 
     def _checkpoint_done(self, future: asyncio.Future[None]) -> None:
         self._checkpoint = None
@@ -174,5 +198,7 @@ class Connections:
             log.warning("WAL checkpoint failed: %s", future.exception())
 
 
-def _checkpoint(db: sqlite3.Connection) -> None:
-    db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+def _checkpoint(db: sqlite3.Connection) -> int:
+    """Copy what it can of the WAL into the database file; the pages the WAL held."""
+    _busy, frames, _copied = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    return int(frames)

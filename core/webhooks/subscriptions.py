@@ -9,6 +9,7 @@ receives the events written from at most TTL_SECONDS after it was made.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 
@@ -24,6 +25,7 @@ class Subscriptions:
     def __init__(self, store: JobStore) -> None:
         self.store = store
         self._seen: OrderedDict[str, tuple[bool, float]] = OrderedDict()
+        self._reading: dict[str, asyncio.Future[bool]] = {}  # one read per tenant at a time
 
     async def wanted(self, job: Job) -> bool:
         """Whether the job's events may be delivered anywhere."""
@@ -34,15 +36,31 @@ class Subscriptions:
         now = time.monotonic()
         if seen is not None and now - seen[1] < TTL_SECONDS:
             return seen[0]
+        reading = self._reading.get(tenant)
+        if reading is None:  # concurrent writes of one tenant's jobs share one read
+            reading = self._reading[tenant] = asyncio.ensure_future(self._read(tenant))
+            reading.add_done_callback(lambda done: self._done(tenant, done, now))
+        return await asyncio.shield(reading)
+
+    async def _read(self, tenant: str) -> bool:
         prefix = endpoint_key(tenant, "")
         endpoints = await self.store.scan_records(WEBHOOK, prefix, MAX_ENDPOINTS + 1)
-        found = any(record.data.get("url") for record in endpoints)
-        self._seen[tenant] = (found, now)
+        return any(record.data.get("url") for record in endpoints)
+
+    def _done(self, tenant: str, reading: asyncio.Future[bool], began: float) -> None:
+        """Remember what a read begun at `began` found, unless the tenant's endpoints changed
+        meanwhile."""
+        if self._reading.get(tenant) is not reading:
+            return
+        del self._reading[tenant]
+        if reading.cancelled() or reading.exception() is not None:
+            return
+        self._seen[tenant] = (reading.result(), began)
         self._seen.move_to_end(tenant)
         if len(self._seen) > KEPT:
             self._seen.popitem(last=False)
-        return found
 
     def changed(self, tenant: str) -> None:
         """This process made or deleted one of the tenant's endpoints: read them again."""
         self._seen.pop(tenant, None)
+        self._reading.pop(tenant, None)  # a read begun before the change is not remembered

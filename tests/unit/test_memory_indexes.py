@@ -85,3 +85,22 @@ def test_sorted_keys_stay_sorted_through_adds_and_removes() -> None:
     assert list(keys) == sorted(reference)
     assert len(keys) == len(reference)
     assert keys.first() == min(reference)
+
+
+def test_sorted_keys_added_in_order_mixed_with_others_stay_sorted() -> None:
+    """Keys after every other one (times that only grow) take the append path; chunks still
+    split, and keys added before them or removed keep the order."""
+    rng = random.Random(7)
+    keys = SortedKeys()
+    reference: list[str] = []
+    for n in range(3000):
+        last = rng.random() < 0.8  # after every key so far
+        key = f"{n:06d}" if last else f"{rng.randint(0, n):06d}~{rng.random()}"
+        reference.append(key)
+        keys.add(key)
+        if rng.random() < 0.1:
+            gone = rng.choice(reference)
+            reference.remove(gone)
+            keys.remove(gone)
+    assert list(keys) == sorted(reference)
+    assert list(keys.iter_from("001500")) == [k for k in sorted(reference) if k >= "001500"]
