@@ -49,14 +49,21 @@ async def test_concurrent_questions_share_one_read() -> None:
     assert not await subscriptions.any("t2") and store.scans == 2  # another tenant: its own
 
 
+async def held_read(store: SlowScans, subscriptions: Subscriptions) -> asyncio.Future[bool]:
+    """Whether t1 has endpoints, asked while the store holds its scan until `gate` is set."""
+    store.gate = asyncio.Event()
+    asked = asyncio.ensure_future(subscriptions.any("t1"))
+    await asyncio.sleep(0.01)
+    return asked
+
+
 async def test_a_change_during_a_read_is_not_forgotten() -> None:
     store = SlowScans()
     subscriptions = Subscriptions(store)
-    store.gate = asyncio.Event()
-    before = asyncio.ensure_future(subscriptions.any("t1"))
-    await asyncio.sleep(0.01)
+    before = await held_read(store, subscriptions)
     await endpoint(store, "t1")
     subscriptions.changed("t1")  # this process made an endpoint while the read was running
+    assert store.gate is not None
     store.gate.set()
     await before  # answers those who asked before the change
     assert await subscriptions.any("t1") is True  # but is not remembered: read again
@@ -66,9 +73,7 @@ async def test_a_change_during_a_read_is_not_forgotten() -> None:
 async def test_a_failed_read_is_not_remembered() -> None:
     store = SlowScans()
     subscriptions = Subscriptions(store)
-    store.gate = asyncio.Event()
-    asked = asyncio.ensure_future(subscriptions.any("t1"))
-    await asyncio.sleep(0.01)
+    asked = await held_read(store, subscriptions)
     store.gate = None
     for reading in list(subscriptions._reading.values()):
         reading.cancel()
