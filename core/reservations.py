@@ -44,6 +44,7 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -236,7 +237,10 @@ class Choice:
     free: bool  # False: every slot of the bucket is held; `key` is one of them
 
 
-def first_free(prefix: str, cap: int, used: set[str], spread: float) -> str | None:
+NONE_TAKEN: frozenset[str] = frozenset()
+
+
+def first_free(prefix: str, cap: int, used: AbstractSet[str], spread: float) -> str | None:
     """The first slot key under `prefix` not in `used`, from `spread` x cap on, round."""
     first = int(spread * cap)
     for n in range(cap):
@@ -249,9 +253,7 @@ def first_free(prefix: str, cap: int, used: set[str], spread: float) -> str | No
 def hinted(state: StoreState, prefix: str, cap: int, spread: float) -> str | None:
     """A free slot's key as far as the process has seen (no read), or None when its hints show
     the bucket full: then it is scanned."""
-    used = state.taken.get(prefix)
-    if used is None:
-        return f"{prefix}{int(spread * cap) % cap}"  # first_free of nothing seen taken
+    used = state.taken.get(prefix, NONE_TAKEN)
     return first_free(prefix, cap, used, spread) if len(used) < cap else None
 
 

@@ -95,20 +95,24 @@ class GroupCommit:
                 self._flushers.discard(flusher)
 
     def _take(self) -> list[_Write]:
-        """The next group: writes in order of arrival while they fit; a write whose rows are in
-        the group already waits for the next one."""
+        """The next group: writes in order of arrival until one does not fit; a write whose rows
+        are in the group already waits for the next one."""
         group: list[_Write] = []
+        rest: list[_Write] = []
         ops = size = 0
         rows: set[str] = set()
-        for write in list(self._queue):
-            fits = ops + len(write.ops) <= MAX_GROUP_OPS and size + write.size <= MAX_GROUP_BYTES
-            if not fits:
-                break
-            if rows.isdisjoint(write.rows):
-                group.append(write)
-                self._queue.remove(write)
-                ops, size = ops + len(write.ops), size + write.size
-                rows |= write.rows
+        full = False
+        for write in self._queue:
+            full = (
+                full or ops + len(write.ops) > MAX_GROUP_OPS or size + write.size > MAX_GROUP_BYTES
+            )
+            if full or not rows.isdisjoint(write.rows):
+                rest.append(write)
+                continue
+            group.append(write)
+            ops, size = ops + len(write.ops), size + write.size
+            rows |= write.rows
+        self._queue = rest
         return group
 
     async def _commit(self, group: list[_Write]) -> None:

@@ -37,8 +37,8 @@ job as it is, with no point read (the row and the job row changed together), so 
 submits and dispatches reads no job row it wrote itself. Each index row is checked against the job
 it names; one the job does not have (left by a write from outside this store) is skipped and
 deleted with its ETag as the condition, so a row that a concurrent write has just re-created
-survives. `counts` reads the list rows of the scope
-with `select=["state"]`: O(jobs in the scope), kept for /stats and /metrics, off the dispatch path.
+survives. `counts` reads the list rows of the scope with `select=["state"]` and the active jobs:
+O(jobs in the scope), kept for /stats and /metrics, off the dispatch path.
 Leases are rows of the "lease" partition, taken by create or by an ETag-conditioned replace.
 
 One partition has one partition's throughput (the service's target is 2,000 entities/s), far
@@ -175,6 +175,11 @@ class AzureTableStore(AzureRecords):
             ix.check_id(job_id)
         except BadRequest:
             return None
+        stored = await self._read(job_id)
+        return stored[0].duplicate() if stored is not None else None
+
+    async def _read(self, job_id: str) -> ix.Stamped | None:
+        """The job row, remembered as this store's latest read of the job."""
         entity = await self._get(ix.job_key(job_id))
         if entity is None:
             return None
@@ -183,8 +188,7 @@ class AzureTableStore(AzureRecords):
     async def update(self, job: Job, expected_version: str, records: Sequence[Record] = ()) -> Job:
         stored = self._seen.get(job.id)
         if stored is None or stored[0].version != expected_version:
-            read = await self.get(job.id)
-            stored = self._seen.get(job.id) if read is not None else None
+            stored = await self._read(job.id)
         if stored is None:
             raise NotFound(f"job {job.id} not found", id=job.id)
         if stored[0].version != expected_version:
@@ -218,15 +222,18 @@ class AzureTableStore(AzureRecords):
                 if error is None:
                     raise  # not a race: a refused write (400, 413, ...) surfaces as it is
                 raise error from None
-            return self._remember(job.duplicate(version=results[0]["etag"]), stamp)
+            written = job.duplicate(version=results[0]["etag"])
+            self._remember(written.duplicate(), stamp)
+            return written
         raise Conflict(f"job {job.id}: its rows kept changing, try again", id=job.id)
 
-    def _remember(self, job: Job, stamp: str | None) -> Job:
-        self._seen[job.id] = (job.duplicate(), stamp)
+    def _remember(self, job: Job, stamp: str | None) -> ix.Stamped:
+        """Keep `job` (which no caller holds) as this store's latest read or write of it."""
+        stored = self._seen[job.id] = (job, stamp)
         self._seen.move_to_end(job.id)
         if len(self._seen) > SEEN_MAX:
             self._seen.popitem(last=False)
-        return job
+        return stored
 
     @staticmethod
     def _job_error(job: Job, status: int | None) -> Exception | None:

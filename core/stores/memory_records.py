@@ -13,12 +13,11 @@ from core.records import Record
 from core.stores.sorted_keys import SortedKeys
 
 DUE_WIDTH = 15
-DUE_MAX = 10**DUE_WIDTH - 1
 Kept = tuple[str, int | None, int]  # (data as JSON, due, version)
 
 
 def _due_key(due: int, key: str) -> str:
-    return f"{min(max(due, 0), DUE_MAX):015d}{key}"  # DUE_WIDTH digits
+    return f"{min(max(due, 0), 10**DUE_WIDTH - 1):0{DUE_WIDTH}d}{key}"
 
 
 class MemoryRecords:
@@ -79,16 +78,11 @@ class MemoryRecords:
     def _insert(self, records: Sequence[Record]) -> None:
         """Keep `records`, none of which exists (`_check_new`)."""
         texts: dict[int, str] = {}  # one JSON text per data object (a job's slots share theirs)
-        versions = self._record_versions
         for record in records:
-            kind, key, due = record.kind, record.key, record.due
             text = texts.get(id(record.data))
             if text is None:
                 text = texts[id(record.data)] = json.dumps(record.data)
-            self._record_keys[kind].add(key)
-            if due is not None:
-                self._record_dues[kind].add(_due_key(due, key))
-            self._record_data[kind, key] = (text, due, next(versions))
+            self._write(record, text)
 
     def _check_put(self, record: Record, expected_version: str | None) -> None:
         kept = self._record_data.get((record.kind, record.key))

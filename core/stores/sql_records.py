@@ -92,11 +92,11 @@ def expected_number(version: str) -> int:
 
 def new_version() -> int:
     """The version of a record inserted: random, so not one a deleted record of the key had."""
-    return secrets.randbits(VERSION_BITS) + 1
+    return new_versions(1)[0]
 
 
 def new_versions(count: int) -> list[int]:
-    """`count` versions as new_version() makes them, from one read of the random source."""
+    """`count` versions (1 to 2**VERSION_BITS), from one read of the random source."""
     raw = secrets.token_bytes(8 * count)
     shift = 64 - VERSION_BITS
     return [(int.from_bytes(raw[i : i + 8]) >> shift) + 1 for i in range(0, 8 * count, 8)]
