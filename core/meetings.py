@@ -45,7 +45,6 @@ from core.reservations import (
     slot_part,
     sweep,
     sweep_due,
-    took,
 )
 
 KIND = "meeting"
@@ -163,8 +162,7 @@ class _Insert:
 
 def _created(store: JobStore, job: Job, booking: Booking, queued: bool, settings: Settings) -> None:
     if booking.records and not queued:
-        forget(store)
-        took(store, booking.records)
+        forget(store)  # its slots are in the process's hints since `book` chose them
     if queued:
         warn_queued(job.id, booking, settings)
 

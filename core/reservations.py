@@ -335,6 +335,9 @@ async def book(
         Record(KIND, choice.key, data, due=due)
         for (due, _, _), choice in zip(wanted, made, strict=True)
     ]
+    # taken from now on as far as this process's other submits see (until a scan says
+    # otherwise): concurrent submits, whose writes may commit together, choose other slots
+    took(store, records)
     return Booking(records, not all(choice.free for choice in made), span)
 
 

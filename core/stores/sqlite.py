@@ -5,7 +5,9 @@ Each call runs on the event loop's own connection, or in a worker thread when it
 are in autocommit mode and a write is one statement, so each write is one transaction, atomic,
 and compare-and-set holds across connections and processes sharing the file (WAL). The exception:
 a job created or updated with records (its events: the outbox) is written with them in one
-explicit transaction, in the same synchronous call, so all commit or none does. The SQL is plain
+explicit transaction, in the same synchronous call, so all commit or none does. Writes queued at
+the same moment share one transaction (sqlite_groups.py), each in a savepoint that is rolled back
+alone when it fails, so each keeps these properties and its own outcome. The SQL is plain
 SQLite, kept within what Cloudflare D1 accepts.
 
 Records (core/records.py) are a table of their own: sql_records.py has their SQL and calls.
@@ -34,7 +36,8 @@ from core.models import Job, JobState, Page, to_ms
 from core.records import Record
 from core.stores import sql_records
 from core.stores.cursor import decode_cursor, encode_cursor
-from core.stores.sqlite_connections import Connections, Synchronous, transaction
+from core.stores.sqlite_connections import Connections, Synchronous
+from core.stores.sqlite_groups import transaction
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS jobs (

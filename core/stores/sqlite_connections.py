@@ -1,12 +1,16 @@
 """The SQLite store's two connections to its file, and where each call runs.
 
-A point read or write takes tens of microseconds: less than a hop to a worker thread. So it runs
-on the event loop's own connection, which never waits for a lock (busy_timeout 0). When that
-connection is in use or the file is busy (another connection, maybe another process, is writing),
-the call has done nothing (every statement is its own transaction, and a call that writes more
-than one statement runs them in `transaction`, which takes the write lock first) and runs again
-in a worker thread on the connection that waits up to BUSY_TIMEOUT_MS. Calls that may read many
-rows, and writes when every commit syncs to disk (`full`), always run in the thread.
+A point read takes tens of microseconds: less than a hop to a worker thread. So it runs on the
+event loop's own connection, which never waits for a lock (busy_timeout 0). When that connection
+is in use or the file is busy (another connection, maybe another process, is writing), the call
+has done nothing (every statement is its own transaction, and a call that writes more than one
+statement runs them in `transaction`, which takes the write lock first) and runs again in a
+worker thread on the connection that waits up to BUSY_TIMEOUT_MS. Calls that may read many rows,
+and writes when every commit syncs to disk (`full`), always run in the thread.
+
+Writes are queued: those queued during one turn of the event loop run together at the end of it,
+in one transaction, each within a savepoint of its own (group commit, sqlite_groups.py), on the
+loop's connection or, as any call, in the thread when it would wait. A write alone runs as it is.
 
 Both connections are in autocommit mode and WAL. `synchronous` is SQLite's: `normal` (the
 default) syncs the WAL to disk at checkpoints only, so a commit survives the process being killed
@@ -28,10 +32,11 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Concatenate, Literal, ParamSpec, TypeVar
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
+
+from core.stores.sqlite_groups import Group, GroupBusy, Outcome, alone, is_busy, run_group
 
 log = logging.getLogger("botsched.sqlite")
 
@@ -43,6 +48,7 @@ Synchronous = Literal["normal", "full"]
 P = ParamSpec("P")
 T = TypeVar("T")
 Call = Callable[Concatenate[sqlite3.Connection, P], T]
+Queued = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]"]
 
 
 def connect(path: Path, *, busy_timeout_ms: int, synchronous: Synchronous) -> sqlite3.Connection:
@@ -71,27 +77,6 @@ def _enable_wal(connection: sqlite3.Connection) -> None:
             time.sleep(0.01)
 
 
-def is_busy(exc: sqlite3.OperationalError) -> bool:
-    """SQLITE_BUSY (any extended code): another connection holds the lock; nothing was done."""
-    return exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
-
-
-@contextmanager
-def transaction(connection: sqlite3.Connection) -> Iterator[None]:
-    """Run the block as one transaction on the (autocommit) connection, within one synchronous
-    call: all of its writes commit together, or none on any error. BEGIN IMMEDIATE takes the
-    write lock at once, so a busy file fails it before anything is done (and the call runs again
-    in the thread, as any other), never halfway through."""
-    connection.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-        connection.execute("COMMIT")
-    except BaseException:
-        if connection.in_transaction:
-            connection.execute("ROLLBACK")
-        raise
-
-
 class _Wait(Exception):
     """The event loop's connection is in use or the file is busy: run in a worker thread."""
 
@@ -107,6 +92,8 @@ class Connections:
         self._writes = 0
         self._checkpoint: asyncio.Future[None] | None = None
         self._ending: asyncio.Future[None] | None = None  # a checkpoint ending the WAL: wait
+        self._queued: list[Queued] = []
+        self._tasks: set[asyncio.Future[None]] = set()  # groups sent to the thread
 
     def open(self, schema: Iterable[str]) -> None:
         """Connect (blocking: call it in a thread) and run `schema`."""
@@ -124,6 +111,8 @@ class Connections:
                 self._inline.execute(f"PRAGMA journal_size_limit = {WAL_FRAMES_MAX * 4096}")
 
     async def close(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._checkpoint is not None:
             await asyncio.gather(self._checkpoint, return_exceptions=True)
         await asyncio.to_thread(self._close)
@@ -142,14 +131,55 @@ class Connections:
             return await self.in_thread(fn, *args, **kwargs)
 
     async def write(self, fn: Call[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Queue the write; the writes queued in one turn of the loop commit together
+        (sqlite_groups.py). Returns once its group is committed, or raises its own error."""
         while self._ending is not None:
             await asyncio.shield(self._ending)
-        if self.synchronous == "full":
-            result = await self.in_thread(fn, *args, **kwargs)
-        else:
-            result = await self.read(fn, *args, **kwargs)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        if not self._queued:
+            loop.call_soon(self._flush)
+
+        def call(connection: sqlite3.Connection) -> T:
+            return fn(connection, *args, **kwargs)
+
+        self._queued.append((call, future))
+        result = await future
         self._after_write()
         return result
+
+    def _flush(self) -> None:
+        """Run the writes queued in this turn: on the loop's connection when it is free and the
+        file is not busy, else in a worker thread on the connection that waits."""
+        if self._ending is not None:  # a checkpoint ends the WAL: no write may overlap it
+            self._ending.add_done_callback(lambda _: self._flush())
+            return
+        queued, self._queued = self._queued, []
+        if not queued:  # an earlier flush took them
+            return
+        run = alone if len(queued) == 1 else run_group  # alone: its own transaction, as ever
+        group = Group([call for call, _ in queued])
+        try:
+            if self.synchronous == "full":
+                raise _Wait  # every commit syncs: not on the loop
+            self._run_inline(run, group, False)
+        except (_Wait, GroupBusy):
+            task = asyncio.ensure_future(self._in_thread(run, group, queued))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
+        except Exception as exc:  # the group's BEGIN or COMMIT failed: nothing was committed
+            group.outcomes = [Outcome(error=exc)] * len(queued)
+        _settle(queued, group.outcomes)
+
+    async def _in_thread(
+        self, run: Call[[Group, bool], None], group: Group, queued: list[Queued]
+    ) -> None:
+        try:
+            await self.in_thread(run, group, True)
+        except Exception as exc:
+            group.outcomes = [Outcome(error=exc)] * len(queued)
+        _settle(queued, group.outcomes)
 
     async def in_thread(self, fn: Call[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         def locked() -> T:
@@ -196,6 +226,17 @@ class Connections:
         self._checkpoint = None
         if not future.cancelled() and future.exception() is not None:
             log.warning("WAL checkpoint failed: %s", future.exception())
+
+
+def _settle(queued: list[Queued], outcomes: list[Outcome]) -> None:
+    """Answer each queued write with its outcome: its value, or its error."""
+    for (_call, future), outcome in zip(queued, outcomes, strict=True):
+        if future.done():  # its caller was cancelled meanwhile
+            continue
+        if outcome.error is not None:
+            future.set_exception(outcome.error)
+        else:
+            future.set_result(outcome.value)
 
 
 def _checkpoint(db: sqlite3.Connection) -> int:
