@@ -5,7 +5,9 @@ The design is the SQLite store's (core/stores/sqlite.py): the job is kept as JSO
 that each compare-and-set update raises by one (`UPDATE ... WHERE id = $1 AND version = $2`);
 dedup and idempotency keys are partial unique indexes, so the check and the insert are one
 atomic step. Connections are in autocommit mode: a write is one statement, its own transaction,
-except a job written with records (its events: the outbox), which is one explicit transaction.
+also for a job written with records (its events: the outbox): the job's insert or update is a
+data-modifying WITH of the statement that inserts the records (only when the update changed the
+job's row), so both commit or neither does, in one round trip.
 The schema comes from versioned migrations (postgres_schema.py); the connections, and what a
 failure to connect or a dropped connection does, are in postgres_connections.py.
 
@@ -29,6 +31,7 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from core.errors import ConfigError, Conflict, DuplicateKey, NotFound, SchedulerError
@@ -170,16 +173,11 @@ class PostgresStore:
             return await cursor.fetchall()
 
     async def create(self, job: Job, records: Sequence[Record] = ()) -> Job:
-        unique = driver()[0].errors.UniqueViolation
+        params = [job.id, *row_values(job), *records_sql.params_of(records)]
         async with self._connection() as conn:
             try:
-                if not records:
-                    await conn.execute(INSERT_SQL, (job.id, *row_values(job)))
-                else:
-                    async with conn.transaction():
-                        await conn.execute(INSERT_SQL, (job.id, *row_values(job)))
-                        await records_sql.insert_records(conn, records)
-            except unique as exc:
+                await conn.execute(_create_sql(len(records)), params)
+            except driver()[0].errors.UniqueViolation as exc:
                 raise await _refused(conn, exc, job, records) from None
         return job.duplicate(version="1")
 
@@ -219,17 +217,16 @@ class PostgresStore:
 
     async def update(self, job: Job, expected_version: str, records: Sequence[Record] = ()) -> Job:
         expected = expected_number(expected_version)
-        unique = driver()[0].errors.UniqueViolation
+        params = [*row_values(job), job.id, expected, *records_sql.params_of(records)]
         async with self._connection() as conn:
             try:
-                if not records:
-                    await _compare_and_set(conn, job, expected)
-                else:
-                    async with conn.transaction():
-                        await _compare_and_set(conn, job, expected)
-                        await records_sql.insert_records(conn, records)
-            except unique as exc:
+                cursor = await conn.execute(_update_sql(len(records)), params)
+            except driver()[0].errors.UniqueViolation as exc:
                 raise await _refused(conn, exc, job, records) from None
+            if cursor.rowcount == 0:  # the job's row, or with records the records, not written
+                if await (await conn.execute(EXISTS_SQL, (job.id,))).fetchone() is None:
+                    raise NotFound(f"job {job.id} not found", id=job.id)
+                raise Conflict(f"job {job.id} was changed concurrently", id=job.id)
         return job.duplicate(version=str(expected + 1))
 
     async def acquire_lease(self, name: str, owner: str, until: datetime, now: datetime) -> bool:
@@ -268,12 +265,24 @@ class PostgresStore:
             await records_sql.delete_record(conn, kind, key, expected_version)
 
 
-async def _compare_and_set(conn: AsyncConnection[Any], job: Job, expected: int) -> None:
-    cursor = await conn.execute(UPDATE_SQL, (*row_values(job), job.id, expected))
-    if cursor.rowcount == 0:
-        if await (await conn.execute(EXISTS_SQL, (job.id,))).fetchone() is None:
-            raise NotFound(f"job {job.id} not found", id=job.id)
-        raise Conflict(f"job {job.id} was changed concurrently", id=job.id)
+@cache
+def _create_sql(records: int) -> str:
+    """The job's insert, with its `records` in the same statement (one round trip, atomic)."""
+    if not records:
+        return INSERT_SQL
+    return f"WITH job AS ({INSERT_SQL}) {records_sql.insert_many_sql(records)}"
+
+
+@cache
+def _update_sql(records: int) -> str:
+    """The job's compare-and-set update, with its `records` inserted in the same statement only
+    when the update changed the row: the rows it changes are then those of the records."""
+    if not records:
+        return UPDATE_SQL
+    return (
+        f"WITH job AS ({UPDATE_SQL} RETURNING 1) {records_sql.insert_many_sql(records, typed=True)}"
+        " WHERE EXISTS (SELECT 1 FROM job)"
+    )
 
 
 async def _refused(
@@ -281,10 +290,7 @@ async def _refused(
 ) -> SchedulerError:
     """The error for a write of `job` (and `records`) that hit a unique index: the job whose
     dedup or idempotency key it shares, the record whose key is taken, or its own id."""
-    constraint = error.diag.constraint_name
-    if constraint == "records_pkey":
-        return await records_sql.taken(conn, records)
-    for field in ("dedupKey", "idempotencyKey"):
+    for field in ("dedupKey", "idempotencyKey"):  # first: whichever index the statement hit
         key = getattr(job, field)
         if key is None:
             continue
@@ -292,4 +298,6 @@ async def _refused(
         row = await cursor.fetchone()
         if row is not None:
             return DuplicateKey(f"a job with this {field} already exists", existing=_job(row))
+    if error.diag.constraint_name == "records_pkey":
+        return await records_sql.taken(conn, records)
     return Conflict(f"job {job.id} already exists", id=job.id)

@@ -36,6 +36,7 @@ DUE_SQL = _pg(sql.DUE_SQL)
 # several records in one statement: INSERT_SQL with one INSERT_VALUES per record
 INSERT_MANY_SQL = "INSERT INTO records (kind, key, due_ms, version, data) VALUES "
 INSERT_VALUES = "(%s, %s, %s, %s, %s)"
+TYPED_VALUES = "(%s::text, %s::text, %s::bigint, %s::bigint, %s::text)"
 
 
 async def exists(conn: AsyncConnection[Any], kind: str, key: str) -> bool:
@@ -60,13 +61,18 @@ async def put_record(
     return record.but(version=str(expected + 1))
 
 
-async def insert_records(conn: AsyncConnection[Any], records: Sequence[Record]) -> None:
-    """Insert new records, in the caller's transaction, with one statement (UniqueViolation
-    when a key is taken: `taken` then says which)."""
-    if records:
-        values = ", ".join([INSERT_VALUES] * len(records))
-        params = [param for record in records for param in sql.insert_params(record)]
-        await conn.execute(INSERT_MANY_SQL + values, params)
+def params_of(records: Sequence[Record]) -> list[Any]:
+    """The parameters of `insert_many_sql(len(records))`: each record's, one after the other."""
+    return [param for record in records for param in sql.insert_params(record)]
+
+
+def insert_many_sql(records: int, *, typed: bool = False) -> str:
+    """An insert of `records` new records (UniqueViolation when a key is taken: `taken` then
+    says which); `typed`: as a SELECT of typed VALUES, to which a WHERE can be added."""
+    if not typed:
+        return INSERT_MANY_SQL + ", ".join([INSERT_VALUES] * records)
+    rows = ", ".join([TYPED_VALUES] * records)
+    return f"INSERT INTO records (kind, key, due_ms, version, data) SELECT * FROM (VALUES {rows}) v"
 
 
 async def taken(conn: AsyncConnection[Any], records: Sequence[Record]) -> Conflict:
