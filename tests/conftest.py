@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
+from core.stores.sqlite import SqliteStore
 from tests.azurite_env import AzuriteEnv, AzuriteUnavailable, start_azurite
 from tests.ci import unavailable
 from tests.gcloud_env import EmulatorUnavailable, FirestoreEmulator, start_firestore
@@ -85,3 +87,14 @@ def _installed(module: str) -> bool:
         return importlib.util.find_spec(module) is not None
     except ModuleNotFoundError:  # a parent package is missing
         return False
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    """A SQLite store on a fresh file in the test's directory, open for the test."""
+    store = SqliteStore(tmp_path / "jobs.db")
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,13 +29,9 @@ SLOW_ANSWER = 5.0  # the receiver's answers while the first drainer runs: past t
 
 
 @pytest.fixture
-async def shared(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    store = SqliteStore(tmp_path / "jobs.db")
-    await store.open()
-    try:
-        yield store
-    finally:
-        await store.close()
+def shared(sqlite_store: SqliteStore) -> SqliteStore:
+    """The store both processes of a test use."""
+    return sqlite_store
 
 
 @pytest.fixture
