@@ -280,7 +280,7 @@ def _update_sql(records: int) -> str:
     if not records:
         return UPDATE_SQL
     return (
-        f"WITH job AS ({UPDATE_SQL} RETURNING 1) {records_sql.insert_many_sql(records, typed=True)}"
+        f"WITH job AS ({UPDATE_SQL} RETURNING 1) {records_sql.insert_many_sql(records)}"
         " WHERE EXISTS (SELECT 1 FROM job)"
     )
 

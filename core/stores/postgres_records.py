@@ -33,9 +33,8 @@ EXISTS_SQL = _pg(sql.EXISTS_SQL)
 DELETE_SQL = _pg(sql.DELETE_SQL)
 DELETE_VERSION_SQL = _pg(sql.DELETE_VERSION_SQL)
 DUE_SQL = _pg(sql.DUE_SQL)
-# several records in one statement: INSERT_SQL with one INSERT_VALUES per record
-INSERT_MANY_SQL = "INSERT INTO records (kind, key, due_ms, version, data) VALUES "
-INSERT_VALUES = "(%s, %s, %s, %s, %s)"
+# several records in one statement: a SELECT of typed VALUES, one row per record, so that a
+# WHERE can follow (core/stores/postgres.py)
 TYPED_VALUES = "(%s::text, %s::text, %s::bigint, %s::bigint, %s::text)"
 
 
@@ -66,11 +65,9 @@ def params_of(records: Sequence[Record]) -> list[Any]:
     return [param for record in records for param in sql.insert_params(record)]
 
 
-def insert_many_sql(records: int, *, typed: bool = False) -> str:
+def insert_many_sql(records: int) -> str:
     """An insert of `records` new records (UniqueViolation when a key is taken: `taken` then
-    says which); `typed`: as a SELECT of typed VALUES, to which a WHERE can be added."""
-    if not typed:
-        return INSERT_MANY_SQL + ", ".join([INSERT_VALUES] * records)
+    says which), as a SELECT to which a WHERE may be added."""
     rows = ", ".join([TYPED_VALUES] * records)
     return f"INSERT INTO records (kind, key, due_ms, version, data) SELECT * FROM (VALUES {rows}) v"
 

@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
-from core.stores.sqlite_groups import Group, GroupBusy, Outcome, alone, is_busy, run_group
+from core.stores.sqlite_groups import Group, Outcome, alone, is_busy, run_group
 
 log = logging.getLogger("botsched.sqlite")
 
@@ -162,8 +162,8 @@ class Connections:
         try:
             if self.synchronous == "full":
                 raise _Wait  # every commit syncs: not on the loop
-            self._run_inline(run, group, False)
-        except (_Wait, GroupBusy):
+            self._run_inline(run, group)
+        except _Wait:
             task = asyncio.ensure_future(self._in_thread(run, group, queued))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -173,10 +173,10 @@ class Connections:
         _settle(queued, group.outcomes)
 
     async def _in_thread(
-        self, run: Call[[Group, bool], None], group: Group, queued: list[Queued]
+        self, run: Call[[Group], None], group: Group, queued: list[Queued]
     ) -> None:
         try:
-            await self.in_thread(run, group, True)
+            await self.in_thread(run, group)
         except Exception as exc:
             group.outcomes = [Outcome(error=exc)] * len(queued)
         _settle(queued, group.outcomes)

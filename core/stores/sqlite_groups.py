@@ -26,10 +26,6 @@ from typing import Any
 Call = Callable[[sqlite3.Connection], Any]
 
 
-class GroupBusy(Exception):
-    """The file was busy (another connection writes): nothing of the group was committed."""
-
-
 @dataclass(slots=True)
 class Outcome:
     value: Any = None
@@ -72,41 +68,35 @@ def transaction(connection: sqlite3.Connection) -> Iterator[None]:
         raise
 
 
-def run_group(connection: sqlite3.Connection, group: Group, waits: bool) -> None:
-    """Run every write of `group` in one transaction and fill its outcomes. A connection that
-    does not wait (`waits=False`) raises GroupBusy when the file is busy: the group is then rolled
-    back whole, to run again on the connection that waits."""
-    try:
-        with transaction(connection):
-            group.outcomes = [_run_one(connection, call, waits) for call in group.calls]
-    except sqlite3.OperationalError as exc:
-        if not waits and is_busy(exc):
-            raise GroupBusy from None
-        raise
+def run_group(connection: sqlite3.Connection, group: Group) -> None:
+    """Run every write of `group` in one transaction and fill its outcomes. A busy file
+    (SQLITE_BUSY, on BEGIN or in a write) rolls the group back whole and is raised: nothing was
+    done, and the group runs again on the connection that waits (or, there, fails all of it)."""
+    with transaction(connection):
+        group.outcomes = [_savepoint(connection, call) for call in group.calls]
 
 
-def alone(connection: sqlite3.Connection, group: Group, waits: bool) -> None:
-    """Run a group of one write as the write itself: its own transaction, or its one statement
-    in autocommit. A busy file raises (the write did nothing) on the connection that does not
-    wait."""
+def alone(connection: sqlite3.Connection, group: Group) -> None:
+    """Run a group of one write as the write itself: its own transaction, or its one statement in
+    autocommit. A busy file is raised, as in a group."""
     (call,) = group.calls
-    try:
-        group.outcomes = [Outcome(value=call(connection))]
-    except Exception as exc:
-        if not waits and is_busy(exc):
-            raise
-        group.outcomes = [Outcome(error=exc)]
+    group.outcomes = [_outcome(connection, call)]
 
 
-def _run_one(connection: sqlite3.Connection, call: Call, waits: bool) -> Outcome:
+def _savepoint(connection: sqlite3.Connection, call: Call) -> Outcome:
     connection.execute("SAVEPOINT write")
-    try:
-        value = call(connection)
-    except Exception as exc:
-        if not waits and is_busy(exc):
-            raise  # the whole group goes again, on the connection that waits
+    outcome = _outcome(connection, call)
+    if outcome.error is not None:
         connection.execute("ROLLBACK TO write")
-        connection.execute("RELEASE write")
-        return Outcome(error=exc)
     connection.execute("RELEASE write")
-    return Outcome(value=value)
+    return outcome
+
+
+def _outcome(connection: sqlite3.Connection, call: Call) -> Outcome:
+    """The write's value, or its own error; a busy file is raised, for the whole group."""
+    try:
+        return Outcome(value=call(connection))
+    except Exception as exc:
+        if is_busy(exc):
+            raise
+        return Outcome(error=exc)

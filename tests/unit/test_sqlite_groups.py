@@ -159,8 +159,8 @@ async def test_concurrent_submits_of_one_process_choose_different_slots(
 
     async def traced(self: SqliteStore) -> None:
         await open_store(self)
-        seen.extend(statements(self))
-        self._db._inline.set_trace_callback(seen.append)  # type: ignore[union-attr]
+        assert self._db._inline is not None
+        self._db._inline.set_trace_callback(seen.append)
 
     monkeypatch.setattr(SqliteStore, "create", counted)
     monkeypatch.setattr(SqliteStore, "open", traced)
